@@ -1,0 +1,117 @@
+"""Config keys of MaskFormer and Mask2Former.
+
+Call :func:`add_maskformer2_config` on a detectron2 config (after ``add_deeplab_config``, whose
+``SOLVER.POLY_LR_*`` and ``SEM_SEG_HEAD.LOSS_TYPE`` keys the upstream configs also set) before
+``merge_from_file``. Every key that the upstream MaskFormer and Mask2Former configs use is added
+here, under its upstream name and with its upstream default.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_maskformer2_config(cfg):
+    """Add the MaskFormer / Mask2Former keys to ``cfg`` in place and return it."""
+    # Data.
+    # Name of the dataset mapper in mask_former.data.DATASET_MAPPER_REGISTRY used for training.
+    cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_semantic"
+    # Photometric augmentation of SSD (brightness, contrast, saturation, hue) in training.
+    cfg.INPUT.COLOR_AUG_SSD = False
+    # Crops are retried until no single category covers more than this fraction of the crop.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Pad training images to this size divisibility (-1: no padding in the mapper).
+    cfg.INPUT.SIZE_DIVISIBILITY = -1
+    # Large-scale jitter (coco_*_lsj mappers): output size and the scale range of the resize.
+    cfg.INPUT.IMAGE_SIZE = 1024
+    cfg.INPUT.MIN_SCALE = 0.1
+    cfg.INPUT.MAX_SCALE = 2.0
+
+    # Solver.
+    # Weight decay of embedding parameters (query features and positions).
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.0
+    # "ADAMW" or "SGD".
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # Learning-rate multiplier of the backbone's parameters.
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+
+    # Model.
+    mf = cfg.MODEL.MASK_FORMER = CN()
+    # Losses on the predictions of every decoder layer, not only the last.
+    mf.DEEP_SUPERVISION = True
+    # Classification weight of the "no object" class.
+    mf.NO_OBJECT_WEIGHT = 0.1
+    # Loss weights (also the matcher's cost weights).
+    mf.CLASS_WEIGHT = 1.0
+    mf.DICE_WEIGHT = 1.0
+    mf.MASK_WEIGHT = 20.0
+    # Transformer: attention heads, dropout, feed-forward width, encoder / decoder depth.
+    mf.NHEADS = 8
+    mf.DROPOUT = 0.1
+    mf.DIM_FEEDFORWARD = 2048
+    mf.ENC_LAYERS = 0
+    mf.DEC_LAYERS = 6
+    # Layer norm before (True) or after (False) each attention / feed-forward block.
+    mf.PRE_NORM = False
+    # Width of the transformer decoder and number of queries.
+    mf.HIDDEN_DIM = 256
+    mf.NUM_OBJECT_QUERIES = 100
+    # Feature fed to the transformer decoder: a backbone feature ("res5"), "transformer_encoder"
+    # (the pixel decoder's encoder output), "pixel_embedding" or "multi_scale_pixel_decoder".
+    mf.TRANSFORMER_IN_FEATURE = "res5"
+    # Always project the decoder's input feature, even when its width is HIDDEN_DIM already.
+    mf.ENFORCE_INPUT_PROJ = False
+    # Name of the transformer decoder in TRANSFORMER_DECODER_REGISTRY.
+    mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+    # Inputs are padded to this size divisibility inside the model.
+    mf.SIZE_DIVISIBILITY = 32
+    # Point-sampled mask losses: number of points, oversampling and importance-sampling ratios.
+    mf.TRAIN_NUM_POINTS = 112 * 112
+    mf.OVERSAMPLE_RATIO = 3.0
+    mf.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    test = mf.TEST = CN()
+    # Which inference outputs to produce; any combination is allowed.
+    test.SEMANTIC_ON = True
+    test.INSTANCE_ON = False
+    test.PANOPTIC_ON = False
+    # Panoptic inference: minimum class score of a kept query, and minimum fraction of a query's
+    # mask that must survive the pixel assignment for its segment to be kept.
+    test.OBJECT_MASK_THRESHOLD = 0.0
+    test.OVERLAP_THRESHOLD = 0.0
+    # Semantic inference on the padded, resized output (True) or after resizing back (False).
+    test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+
+    head = cfg.MODEL.SEM_SEG_HEAD
+    # Channels of the per-pixel mask embeddings.
+    head.MASK_DIM = 256
+    # Transformer encoder layers inside the pixel decoder.
+    head.TRANSFORMER_ENC_LAYERS = 0
+    # Name of the pixel decoder in PIXEL_DECODER_REGISTRY.
+    head.PIXEL_DECODER_NAME = "BasePixelDecoder"
+    # MSDeformAttnPixelDecoder: features it attends over, its sampling points and heads.
+    head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+    head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+
+    swin = cfg.MODEL.SWIN = CN()
+    # D2SwinTransformer, with the upstream Swin Transformer's argument names.
+    swin.PRETRAIN_IMG_SIZE = 224
+    swin.PATCH_SIZE = 4
+    swin.EMBED_DIM = 96
+    swin.DEPTHS = [2, 2, 6, 2]
+    swin.NUM_HEADS = [3, 6, 12, 24]
+    swin.WINDOW_SIZE = 7
+    swin.MLP_RATIO = 4.0
+    swin.QKV_BIAS = True
+    swin.QK_SCALE = None
+    swin.DROP_RATE = 0.0
+    swin.ATTN_DROP_RATE = 0.0
+    swin.DROP_PATH_RATE = 0.3
+    # Absolute position embedding, and layer norm after the patch embedding.
+    swin.APE = False
+    swin.PATCH_NORM = True
+    swin.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # Gradient checkpointing of each Swin block (saves memory in training).
+    swin.USE_CHECKPOINT = False
+    return cfg
+
+
+add_mask_former_config = add_maskformer2_config

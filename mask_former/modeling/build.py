@@ -1,0 +1,40 @@
+"""Registries of the two parts of ``MaskFormerHead``, and their builders."""
+from detectron2.utils.registry import Registry
+
+PIXEL_DECODER_REGISTRY = Registry("PIXEL_DECODER")
+PIXEL_DECODER_REGISTRY.__doc__ = """
+Pixel decoders, named by ``cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME``.
+
+Called as ``decoder(cfg, input_shape)`` with ``input_shape`` a dict of backbone feature names to
+``ShapeSpec``. ``decoder.forward_features(features)`` takes the backbone features
+(``{name: [B, C, H, W]}``) and returns ``(mask_features, transformer_encoder_features,
+multi_scale_features)``: the per-pixel embeddings ``[B, MASK_DIM, H/4, W/4]``, the encoder's
+output at the coarsest scale (or None), and a list of feature maps for a multi-scale decoder.
+"""
+
+TRANSFORMER_DECODER_REGISTRY = Registry("TRANSFORMER_DECODER")
+TRANSFORMER_DECODER_REGISTRY.__doc__ = """
+Transformer decoders, named by ``cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``.
+
+Called as ``decoder(cfg, in_channels, mask_classification=True)``. ``decoder(x, mask_features,
+mask=None)`` takes the decoder's input (one feature map, or a list of maps for a multi-scale
+decoder) and the per-pixel embeddings ``[B, MASK_DIM, H, W]``; it returns a dict with
+``pred_logits [B, Q, K+1]``, ``pred_masks [B, Q, H, W]`` and ``aux_outputs``, a list of such dicts
+for the intermediate decoder layers.
+"""
+
+
+def build_pixel_decoder(cfg, input_shape):
+    name = cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME
+    model = PIXEL_DECODER_REGISTRY.get(name)(cfg, input_shape)
+    if not callable(getattr(model, "forward_features", None)):
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME={name!r}: pixel decoders need a "
+            "forward_features method"
+        )
+    return model
+
+
+def build_transformer_decoder(cfg, in_channels, mask_classification=True):
+    name = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
+    return TRANSFORMER_DECODER_REGISTRY.get(name)(cfg, in_channels, mask_classification)

@@ -1,0 +1,46 @@
+"""Multi-scale deformable attention in plain PyTorch: the reference every fast path is tested against."""
+from typing import List
+
+import torch
+import torch.nn.functional as F
+
+
+def ms_deform_attn_pytorch(
+    value: torch.Tensor,
+    value_spatial_shapes: torch.Tensor,
+    value_level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """
+    Args:
+        value: ``[N, S, M, D]``, the flattened maps of all levels (``S = sum(H_l * W_l)``),
+            ``M`` heads of ``D`` channels.
+        value_spatial_shapes: ``[L, 2]`` int64, ``(H_l, W_l)`` of each level.
+        value_level_start_index: ``[L]`` int64, where each level starts in ``S``. Unused here
+            (the shapes determine it); kept for the kernel's signature.
+        sampling_locations: ``[N, Lq, M, L, P, 2]``, ``(x, y)`` in ``[0, 1]`` relative to each
+            level's map; points outside the map read zeros.
+        attention_weights: ``[N, Lq, M, L, P]``.
+
+    Returns:
+        ``[N, Lq, M * D]``.
+    """
+    n, _, heads, channels = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    sizes: List[int] = [int(h) * int(w) for h, w in value_spatial_shapes.tolist()]
+    value_per_level = value.split(sizes, dim=1)
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for level, (h, w) in enumerate(value_spatial_shapes.tolist()):
+        # [N, H*W, M, D] -> [N*M, D, H, W]
+        level_value = value_per_level[level].flatten(2).transpose(1, 2).reshape(n * heads, channels, h, w)
+        # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
+        level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        sampled.append(
+            F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )
+    # [N, Lq, M, L, P] -> [N*M, 1, Lq, L*P]
+    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels * points)
+    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)
+    return output.view(n, heads * channels, num_queries).transpose(1, 2).contiguous()
