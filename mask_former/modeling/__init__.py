@@ -1,6 +1,9 @@
+from . import backbone, meta_arch, pixel_decoder, transformer_decoder
 from .build import (
     PIXEL_DECODER_REGISTRY,
     TRANSFORMER_DECODER_REGISTRY,
     build_pixel_decoder,
     build_transformer_decoder,
 )
+from .meta_arch.mask_former_head import MaskFormerHead
+from .meta_arch.mask_former_model import MaskFormer

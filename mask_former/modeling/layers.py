@@ -1,0 +1,169 @@
+"""Building blocks shared by the pixel decoders and the transformer decoders.
+
+Sequence tensors follow ``nn.MultiheadAttention``'s default layout: ``[L, B, C]``.
+"""
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+class PositionEmbeddingSine(nn.Module):
+    """Sine / cosine position encoding of a feature map (as in DETR), normalized to ``[0, scale]``.
+
+    ``forward(x [B, C, H, W], mask [B, H, W] or None) -> [B, 2 * num_pos_feats, H, W]``; ``True``
+    in ``mask`` marks padding, which does not advance the position.
+    """
+
+    def __init__(self, num_pos_feats: int = 64, temperature: int = 10000, normalize: bool = False, scale=None):
+        super().__init__()
+        if scale is not None and not normalize:
+            raise ValueError("PositionEmbeddingSine: a scale is only used with normalize=True")
+        self.num_pos_feats = num_pos_feats
+        self.temperature = temperature
+        self.normalize = normalize
+        self.scale = 2 * math.pi if scale is None else scale
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if mask is None:
+            mask = torch.zeros((x.size(0), x.size(2), x.size(3)), device=x.device, dtype=torch.bool)
+        not_mask = ~mask
+        y_embed = not_mask.cumsum(1, dtype=torch.float32)
+        x_embed = not_mask.cumsum(2, dtype=torch.float32)
+        if self.normalize:
+            eps = 1e-6
+            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
+            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
+        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
+        dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_pos_feats)
+        pos_x = self._interleave_sin_cos(x_embed[:, :, :, None] / dim_t)
+        pos_y = self._interleave_sin_cos(y_embed[:, :, :, None] / dim_t)
+        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _interleave_sin_cos(angles: Tensor) -> Tensor:
+        return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=4).flatten(3)
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them: ``[..., input_dim] -> [..., output_dim]``."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        hidden = [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            nn.Linear(n, k) for n, k in zip([input_dim] + hidden, hidden + [output_dim])
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return self.layers[-1](x)
+
+
+def with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
+    return x if pos is None else x + pos
+
+
+def residual(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module, dropout: nn.Module, pre_norm: bool) -> Tensor:
+    """``x + sublayer(norm(x))`` (pre-norm) or ``norm(x + sublayer(x))`` (post-norm)."""
+    if pre_norm:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
+
+
+def self_attention(attn: nn.MultiheadAttention, pos: Optional[Tensor], attn_mask=None, key_padding_mask=None):
+    """The sublayer of a self-attention block: queries and keys carry ``pos``, values do not."""
+
+    def run(x: Tensor) -> Tensor:
+        q = k = with_pos(x, pos)
+        return attn(q, k, value=x, attn_mask=attn_mask, key_padding_mask=key_padding_mask)[0]
+
+    return run
+
+
+def cross_attention(
+    attn: nn.MultiheadAttention, memory: Tensor, pos: Optional[Tensor], query_pos: Optional[Tensor],
+    attn_mask=None, key_padding_mask=None,
+):
+    """The sublayer of a cross-attention block from queries ``x`` to ``memory``."""
+
+    def run(x: Tensor) -> Tensor:
+        return attn(
+            query=with_pos(x, query_pos), key=with_pos(memory, pos), value=memory,
+            attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+        )[0]
+
+    return run
+
+
+def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module, activation=F.relu):
+    def run(x: Tensor) -> Tensor:
+        return linear2(dropout(activation(linear1(x))))
+
+    return run
+
+
+def xavier_init_matrices(module: nn.Module):
+    """Xavier-uniform initialization of every parameter with more than one dimension."""
+    for p in module.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+
+
+class SelfAttentionLayer(nn.Module):
+    """Mask2Former's self-attention block over queries ``[Q, B, C]``."""
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+        xavier_init_matrices(self)
+
+    def forward(self, tgt: Tensor, tgt_mask=None, tgt_key_padding_mask=None, query_pos: Optional[Tensor] = None) -> Tensor:
+        sublayer = self_attention(self.self_attn, query_pos, tgt_mask, tgt_key_padding_mask)
+        return residual(tgt, sublayer, self.norm, self.dropout, self.normalize_before)
+
+
+class CrossAttentionLayer(nn.Module):
+    """Mask2Former's (masked) cross-attention block from queries ``[Q, B, C]`` to ``memory [HW, B, C]``.
+
+    ``memory_mask [B * heads, Q, HW]`` (bool, ``True`` = not attended) restricts each query to
+    the foreground of its current mask prediction.
+    """
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.normalize_before = normalize_before
+        xavier_init_matrices(self)
+
+    def forward(
+        self, tgt: Tensor, memory: Tensor, memory_mask=None, memory_key_padding_mask=None,
+        pos: Optional[Tensor] = None, query_pos: Optional[Tensor] = None,
+    ) -> Tensor:
+        sublayer = cross_attention(self.multihead_attn, memory, pos, query_pos, memory_mask, memory_key_padding_mask)
+        return residual(tgt, sublayer, self.norm, self.dropout, self.normalize_before)
+
+
+class FFNLayer(nn.Module):
+    """Mask2Former's feed-forward block ``[Q, B, C] -> [Q, B, C]``."""
+
+    def __init__(self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0, normalize_before: bool = False):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.normalize_before = normalize_before
+        xavier_init_matrices(self)
+
+    def forward(self, tgt: Tensor) -> Tensor:
+        sublayer = feed_forward(self.linear1, self.linear2, self.dropout)
+        return residual(tgt, sublayer, self.norm, self.dropout, self.normalize_before)

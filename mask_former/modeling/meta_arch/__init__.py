@@ -1,0 +1,1 @@
+from . import mask_former_head, mask_former_model

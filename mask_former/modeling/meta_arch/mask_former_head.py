@@ -1,0 +1,101 @@
+"""``MaskFormerHead``: a pixel decoder and a transformer decoder."""
+from typing import Dict
+
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+
+from ..build import build_pixel_decoder, build_transformer_decoder
+
+# Where the transformer decoder's input comes from, by MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE;
+# any other value names a backbone feature.
+DECODER_INPUTS = {
+    "multi_scale_pixel_decoder": lambda features, mask_features, encoder, multi_scale: multi_scale,
+    "transformer_encoder": lambda features, mask_features, encoder, multi_scale: encoder,
+    "pixel_embedding": lambda features, mask_features, encoder, multi_scale: mask_features,
+}
+
+
+def decoder_in_channels(cfg, input_shape: Dict[str, ShapeSpec]) -> int:
+    name = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE
+    by_name = {
+        "multi_scale_pixel_decoder": cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM,
+        "transformer_encoder": cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM,
+        "pixel_embedding": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+    }
+    if name in by_name:
+        return by_name[name]
+    if name not in input_shape:
+        raise ValueError(
+            f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={name!r} is neither one of {sorted(by_name)} "
+            f"nor a backbone feature ({sorted(input_shape)})"
+        )
+    return input_shape[name].channels
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class MaskFormerHead(nn.Module):
+    """``forward(features) -> predictions``: the pixel decoder turns backbone features into
+    per-pixel embeddings (and multi-scale maps), the transformer decoder turns queries into class
+    logits and mask logits (see ``TRANSFORMER_DECODER_REGISTRY``)."""
+
+    _version = 2
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        num_classes: int,
+        pixel_decoder: nn.Module,
+        loss_weight: float = 1.0,
+        ignore_value: int = -1,
+        transformer_predictor: nn.Module,
+        transformer_in_feature: str,
+    ):
+        super().__init__()
+        self.in_features = [k for k, _ in sorted(input_shape.items(), key=lambda item: item[1].stride)]
+        self.ignore_value = ignore_value
+        self.common_stride = 4
+        self.loss_weight = loss_weight
+        self.pixel_decoder = pixel_decoder
+        self.predictor = transformer_predictor
+        self.transformer_in_feature = transformer_in_feature
+        self.num_classes = num_classes
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
+            "ignore_value": head.IGNORE_VALUE,
+            "num_classes": head.NUM_CLASSES,
+            "pixel_decoder": build_pixel_decoder(cfg, input_shape),
+            "loss_weight": head.LOSS_WEIGHT,
+            "transformer_in_feature": cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,
+            "transformer_predictor": build_transformer_decoder(cfg, decoder_in_channels(cfg, input_shape), mask_classification=True),
+        }
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # Before version 2 the pixel decoder's parameters sat directly under the head.
+        if (local_metadata.get("version") or 0) < 2:
+            for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "predictor")
+                        and not k.startswith(prefix + "pixel_decoder.")]:
+                state_dict[prefix + "pixel_decoder." + key[len(prefix):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def forward(self, features, mask=None):
+        mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
+        select = DECODER_INPUTS.get(self.transformer_in_feature)
+        if select is None:
+            decoder_input = features[self.transformer_in_feature]
+        else:
+            decoder_input = select(features, mask_features, encoder_features, multi_scale)
+        if decoder_input is None:
+            raise ValueError(
+                f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={self.transformer_in_feature!r} needs a pixel decoder "
+                "with a transformer encoder (TransformerEncoderPixelDecoder)"
+            )
+        return self.predictor(decoder_input, mask_features, mask)

@@ -1,0 +1,207 @@
+"""``MaskFormer``: the meta-architecture of MaskFormer and Mask2Former."""
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling.backbone import Backbone
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import BitMasks, ImageList
+
+from ..criterion import SetCriterion
+from ..matcher import HungarianMatcher
+from ..postprocessing import instance_inference, panoptic_inference, semantic_inference
+
+
+def build_criterion(cfg, num_classes: int) -> SetCriterion:
+    """The set criterion with upstream's loss weights, one set per supervised decoder output."""
+    mf = cfg.MODEL.MASK_FORMER
+    matcher = HungarianMatcher(
+        cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS
+    )
+    weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+    if mf.DEEP_SUPERVISION:
+        weight_dict.update(
+            {f"{k}_{i}": v for i in range(mf.DEC_LAYERS - 1) for k, v in list(weight_dict.items())}
+        )
+    return SetCriterion(
+        num_classes,
+        matcher=matcher,
+        weight_dict=weight_dict,
+        eos_coef=mf.NO_OBJECT_WEIGHT,
+        losses=["labels", "masks"],
+        num_points=mf.TRAIN_NUM_POINTS,
+        oversample_ratio=mf.OVERSAMPLE_RATIO,
+        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+    )
+
+
+@META_ARCH_REGISTRY.register()
+class MaskFormer(nn.Module):
+    """Mask classification for semantic, panoptic and instance segmentation.
+
+    ``forward(batched_inputs)`` takes a list of dicts, one per image, with ``image`` (``[C, H, W]``
+    in ``INPUT.FORMAT``), optionally ``height``/``width`` (output size) and, in training,
+    ``instances`` with ``gt_classes [N]`` and ``gt_masks [N, H, W]``. Training returns a dict of
+    weighted losses; inference returns, per image, ``sem_seg [K, height, width]``, ``panoptic_seg``
+    ``(ids [height, width], segments_info)`` and ``instances``, as switched on in the config.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        criterion: nn.Module,
+        num_queries: int,
+        object_mask_threshold: float,
+        overlap_threshold: float,
+        metadata,
+        size_divisibility: int,
+        sem_seg_postprocess_before_inference: bool,
+        pixel_mean: Tuple[float],
+        pixel_std: Tuple[float],
+        semantic_on: bool,
+        panoptic_on: bool,
+        instance_on: bool,
+        test_topk_per_image: int,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.criterion = criterion
+        self.num_queries = num_queries
+        self.overlap_threshold = overlap_threshold
+        self.object_mask_threshold = object_mask_threshold
+        self.metadata = metadata
+        self.size_divisibility = backbone.size_divisibility if size_divisibility < 0 else size_divisibility
+        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.semantic_on = semantic_on
+        self.instance_on = instance_on
+        self.panoptic_on = panoptic_on
+        self.test_topk_per_image = test_topk_per_image
+        if not semantic_on and not sem_seg_postprocess_before_inference:
+            raise ValueError(
+                "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE must be True when SEMANTIC_ON is False"
+            )
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        test = cfg.MODEL.MASK_FORMER.TEST
+        return {
+            "backbone": backbone,
+            "sem_seg_head": sem_seg_head,
+            "criterion": build_criterion(cfg, sem_seg_head.num_classes),
+            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
+            "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": test.OVERLAP_THRESHOLD,
+            "metadata": MetadataCatalog.get(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None,
+            "size_divisibility": cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY,
+            "sem_seg_postprocess_before_inference": (
+                test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or test.PANOPTIC_ON or test.INSTANCE_ON
+            ),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "semantic_on": test.SEMANTIC_ON,
+            "instance_on": test.INSTANCE_ON,
+            "panoptic_on": test.PANOPTIC_ON,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def preprocess_images(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalize and pad the images into one ``[B, C, H_pad, W_pad]`` batch."""
+        images = []
+        for i, x in enumerate(batched_inputs):
+            image = x["image"]
+            if image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0]:
+                raise ValueError(
+                    f"batched_inputs[{i}]['image'] must be [{self.pixel_mean.shape[0]}, H, W], got {tuple(image.shape)}"
+                )
+            images.append((image.to(self.device) - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs: List[Dict]):
+        images = self.preprocess_images(batched_inputs)
+        outputs = self.sem_seg_head(self.backbone(images.tensor))
+        if self.training:
+            return self.losses(outputs, batched_inputs, images)
+        return self.inference(outputs, batched_inputs, images)
+
+    def losses(self, outputs, batched_inputs, images: ImageList) -> Dict[str, Tensor]:
+        if "instances" not in batched_inputs[0]:
+            raise ValueError("MaskFormer training needs 'instances' (gt_classes, gt_masks) in every input dict")
+        targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
+        losses = self.criterion(outputs, targets)
+        weights = self.criterion.weight_dict
+        return {k: v * weights[k] for k, v in losses.items() if k in weights}
+
+    def prepare_targets(self, targets, images: ImageList) -> List[Dict[str, Tensor]]:
+        """Pad each image's ground-truth masks to the batch's padded size."""
+        h_pad, w_pad = images.tensor.shape[-2:]
+        new_targets = []
+        for per_image in targets:
+            gt_masks = per_image.gt_masks
+            if isinstance(gt_masks, BitMasks):
+                gt_masks = gt_masks.tensor
+            padded = gt_masks.new_zeros((gt_masks.shape[0], h_pad, w_pad))
+            padded[:, : gt_masks.shape[1], : gt_masks.shape[2]] = gt_masks
+            new_targets.append({"labels": per_image.gt_classes, "masks": padded})
+        return new_targets
+
+    def thing_classes(self) -> set:
+        mapping = getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None)
+        if mapping is None:
+            name = getattr(self.metadata, "name", None)
+            raise ValueError(
+                f"Panoptic/instance inference needs the thing classes: metadata of dataset {name!r} "
+                "(DATASETS.TRAIN[0]) has no thing_dataset_id_to_contiguous_id"
+            )
+        return set(mapping.values())
+
+    def inference(self, outputs, batched_inputs, images: ImageList) -> List[Dict]:
+        mask_cls_results = outputs["pred_logits"]
+        mask_pred_results = F.interpolate(
+            outputs["pred_masks"], size=tuple(images.tensor.shape[-2:]), mode="bilinear", align_corners=False
+        )
+        return [
+            self.inference_single(mask_cls, mask_pred, x, image_size)
+            for mask_cls, mask_pred, x, image_size in zip(mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes)
+        ]
+
+    def inference_single(self, mask_cls: Tensor, mask_pred: Tensor, batched_input: Dict, image_size) -> Dict:
+        """``mask_cls [Q, K+1]`` and ``mask_pred [Q, H_pad, W_pad]`` of one image -> its results."""
+        height = batched_input.get("height", image_size[0])
+        width = batched_input.get("width", image_size[1])
+        result = {}
+        if self.sem_seg_postprocess_before_inference:
+            mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
+            mask_cls = mask_cls.to(mask_pred)
+        if self.semantic_on:
+            sem_seg = semantic_inference(mask_cls, mask_pred)
+            if not self.sem_seg_postprocess_before_inference:
+                sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
+            result["sem_seg"] = sem_seg
+        if self.panoptic_on:
+            result["panoptic_seg"] = panoptic_inference(
+                mask_cls, mask_pred, num_classes=self.sem_seg_head.num_classes, thing_classes=self.thing_classes(),
+                object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
+            )
+        if self.instance_on:
+            result["instances"] = instance_inference(
+                mask_cls, mask_pred, num_classes=self.sem_seg_head.num_classes, topk=self.test_topk_per_image,
+                thing_classes=self.thing_classes() if self.panoptic_on else None,
+            )
+        return result

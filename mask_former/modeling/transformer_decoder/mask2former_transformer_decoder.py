@@ -1,0 +1,135 @@
+"""Mask2Former's transformer decoder: masked attention over three scales, round-robin."""
+from typing import List
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+
+from ..build import TRANSFORMER_DECODER_REGISTRY
+from ..layers import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer
+from .common import decoder_config, input_projection, pack_outputs
+
+
+@TRANSFORMER_DECODER_REGISTRY.register()
+class MultiScaleMaskedTransformerDecoder(nn.Module):
+    """Learnable query features and positions. Layer ``i`` cross-attends to scale ``i % 3`` of the
+    pixel decoder (coarsest first), only where the previous prediction's mask is foreground
+    (masked attention), then self-attends, then applies a feed-forward block. Predictions are
+    made from the initial queries and after every layer."""
+
+    _version = 2
+    num_feature_levels = 3
+
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        mask_classification: bool = True,
+        *,
+        num_classes: int,
+        hidden_dim: int,
+        num_queries: int,
+        nheads: int,
+        dim_feedforward: int,
+        dec_layers: int,
+        pre_norm: bool,
+        mask_dim: int,
+        enforce_input_project: bool,
+    ):
+        super().__init__()
+        if not mask_classification:
+            raise ValueError("MultiScaleMaskedTransformerDecoder only supports mask classification")
+        self.mask_classification = True
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.num_heads = nheads
+        self.num_layers = dec_layers
+        self.transformer_self_attention_layers = nn.ModuleList(
+            SelfAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm) for _ in range(dec_layers)
+        )
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            CrossAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm) for _ in range(dec_layers)
+        )
+        self.transformer_ffn_layers = nn.ModuleList(
+            FFNLayer(hidden_dim, dim_feedforward, dropout=0.0, normalize_before=pre_norm) for _ in range(dec_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.num_queries = num_queries
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.level_embed = nn.Embedding(self.num_feature_levels, hidden_dim)
+        self.input_proj = nn.ModuleList(
+            input_projection(in_channels, hidden_dim, enforce_input_project) for _ in range(self.num_feature_levels)
+        )
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels, mask_classification):
+        if cfg.MODEL.MASK_FORMER.DEC_LAYERS < 1:
+            raise ValueError(f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1, got {cfg.MODEL.MASK_FORMER.DEC_LAYERS}")
+        ret = decoder_config(cfg, in_channels, mask_classification)
+        # The predictions from the initial queries count as one layer, so that the number of
+        # supervised outputs equals DEC_LAYERS as in MaskFormer.
+        ret["dec_layers"] = cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1
+        return ret
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # Checkpoints written before version 2 call the query features "static_query".
+        if (local_metadata.get("version") or 0) < 2:
+            for key in [k for k in state_dict if k.startswith(prefix + "static_query")]:
+                state_dict[key.replace("static_query", "query_feat")] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def forward(self, x: List[Tensor], mask_features: Tensor, mask: Tensor = None):
+        """
+        Args:
+            x: three feature maps ``[B, C_in, h_l, w_l]``, coarsest first.
+            mask_features: ``[B, mask_dim, H, W]``.
+            mask: ignored (padding is not masked, as upstream).
+
+        Returns:
+            dict with ``pred_logits [B, Q, K+1]``, ``pred_masks [B, Q, H, W]`` and ``aux_outputs``
+            (the ``DEC_LAYERS - 1`` earlier predictions).
+        """
+        if len(x) != self.num_feature_levels:
+            raise ValueError(f"MultiScaleMaskedTransformerDecoder needs {self.num_feature_levels} feature maps, got {len(x)}")
+        sizes = [f.shape[-2:] for f in x]
+        # [HW, B, C] per level
+        pos = [self.pe_layer(f, None).flatten(2).permute(2, 0, 1) for f in x]
+        src = [
+            (proj(f).flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1)
+            for i, (proj, f) in enumerate(zip(self.input_proj, x))
+        ]
+        batch = src[0].shape[1]
+        query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
+        output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
+
+        classes, masks, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
+        predictions_class, predictions_mask = [classes], [masks]
+        for i in range(self.num_layers):
+            level = i % self.num_feature_levels
+            # A query whose mask is empty at this scale attends everywhere.
+            attn_mask[attn_mask.all(-1)] = False
+            output = self.transformer_cross_attention_layers[i](
+                output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_pos
+            )
+            output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
+            output = self.transformer_ffn_layers[i](output)
+            next_size = sizes[(i + 1) % self.num_feature_levels]
+            classes, masks, attn_mask = self.forward_prediction_heads(output, mask_features, next_size)
+            predictions_class.append(classes)
+            predictions_mask.append(masks)
+        return pack_outputs(predictions_class, predictions_mask)
+
+    def forward_prediction_heads(self, output: Tensor, mask_features: Tensor, attn_mask_target_size):
+        """Class logits ``[B, Q, K+1]``, mask logits ``[B, Q, H, W]`` and the attention mask
+        ``[B * heads, Q, h*w]`` (True = background, not attended) for the next layer's scale."""
+        decoded = self.decoder_norm(output).transpose(0, 1)
+        classes = self.class_embed(decoded)
+        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
+        attn_mask = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
+        # sigmoid(x) < 0.5  <=>  x < 0
+        attn_mask = (attn_mask.flatten(2) < 0).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+        return classes, masks, attn_mask.detach()

@@ -1,0 +1,87 @@
+"""``MSDeformAttn``: the multi-scale deformable attention layer of Deformable DETR."""
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from . import ms_deform_attn
+
+
+class MSDeformAttn(nn.Module):
+    """Each query attends to ``n_points`` sampled locations around its reference point in each of
+    ``n_levels`` feature maps, per head.
+
+    Args:
+        d_model: channels of queries and values; must be divisible by ``n_heads``.
+        n_levels: number of feature levels.
+        n_heads: attention heads.
+        n_points: sampling points per head and level.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"MSDeformAttn: d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model = d_model
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
+        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(d_model, d_model)
+        self.output_proj = nn.Linear(d_model, d_model)
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        nn.init.constant_(self.sampling_offsets.weight, 0.0)
+        # Initial offsets point in n_heads evenly spread directions, 1..n_points steps away.
+        thetas = torch.arange(self.n_heads, dtype=torch.float32) * (2.0 * math.pi / self.n_heads)
+        directions = torch.stack([thetas.cos(), thetas.sin()], -1)
+        directions = directions / directions.abs().max(-1, keepdim=True)[0]
+        steps = torch.arange(1, self.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        grid = directions.view(self.n_heads, 1, 1, 2).repeat(1, self.n_levels, self.n_points, 1) * steps
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.view(-1))
+        nn.init.constant_(self.attention_weights.weight, 0.0)
+        nn.init.constant_(self.attention_weights.bias, 0.0)
+        for proj in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.constant_(proj.bias, 0.0)
+
+    def forward(
+        self,
+        query: Tensor,
+        reference_points: Tensor,
+        input_flatten: Tensor,
+        input_spatial_shapes: Tensor,
+        input_level_start_index: Tensor,
+        input_padding_mask: Tensor = None,
+    ) -> Tensor:
+        """
+        Args:
+            query: ``[N, Lq, C]``.
+            reference_points: ``[N, Lq, n_levels, 2]``, ``(x, y)`` in ``[0, 1]``.
+            input_flatten: ``[N, S, C]``, all levels' maps flattened and concatenated.
+            input_spatial_shapes: ``[n_levels, 2]`` int64 ``(H, W)``.
+            input_level_start_index: ``[n_levels]`` int64.
+            input_padding_mask: ``[N, S]`` bool, ``True`` for padding, or None.
+
+        Returns:
+            ``[N, Lq, C]``.
+        """
+        n, num_queries, _ = query.shape
+        if reference_points.shape[-1] != 2:
+            raise ValueError(f"MSDeformAttn: reference_points must end in (x, y), got {tuple(reference_points.shape)}")
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        value = value.view(n, -1, self.n_heads, self.d_model // self.n_heads)
+        offsets = self.sampling_offsets(query).view(n, num_queries, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = self.attention_weights(query).view(n, num_queries, self.n_heads, self.n_levels * self.n_points)
+        weights = F.softmax(weights, -1).view(n, num_queries, self.n_heads, self.n_levels, self.n_points)
+        # Offsets are in pixels of each level: normalize by (W, H).
+        normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
+        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights)
+        return self.output_proj(output)
