@@ -1,0 +1,211 @@
+"""Hungarian matching of predicted masks to ground-truth masks (as in Mask2Former)."""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from detectron2.projects.point_rend.point_features import point_sample
+
+from .criterion import dice_loss_from_sums
+
+__all__ = ["HungarianMatcher", "pairwise_dice_cost", "pairwise_sigmoid_ce_cost"]
+
+
+def pairwise_sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """
+    Sigmoid binary cross-entropy of every prediction against every target, averaged over points.
+
+    Args:
+        logits (`torch.Tensor` of shape `(Q, P)`): mask logits of Q predictions at P points.
+        targets (`torch.Tensor` of shape `(T, P)`): target mask values (0 to 1) at the same points.
+
+    Returns:
+        `torch.Tensor` of shape `(Q, T)`.
+    """
+    positive = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    negative = F.binary_cross_entropy_with_logits(
+        logits, torch.zeros_like(logits), reduction="none"
+    )
+    return (positive @ targets.T + negative @ (1 - targets).T) / logits.shape[1]
+
+
+def pairwise_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """
+    Dice loss of every prediction against every target.
+
+    Args:
+        logits (`torch.Tensor` of shape `(Q, P)`): mask logits of Q predictions at P points.
+        targets (`torch.Tensor` of shape `(T, P)`): target mask values (0 to 1) at the same points.
+
+    Returns:
+        `torch.Tensor` of shape `(Q, T)`.
+    """
+    probs = logits.sigmoid()
+    return dice_loss_from_sums(
+        probs @ targets.T, probs.sum(-1)[:, None], targets.sum(-1)[None, :]
+    )
+
+
+def _finite_costs(costs: torch.Tensor) -> torch.Tensor:
+    """
+    Replace NaN and +-inf costs (from non-finite logits) by a finite value one above the largest
+    finite cost, so the pairs are the least preferred ones and scipy accepts the matrix.
+    """
+    finite = costs.isfinite()
+    if bool(finite.all()):
+        return costs
+    worst = costs[finite].max() + 1 if bool(finite.any()) else costs.new_tensor(0.0)
+    return torch.where(finite, costs, worst)
+
+
+class HungarianMatcher(nn.Module):
+    """
+    One-to-one matching of the queries to the targets of each image, minimising the total cost
+
+        cost_class * (-p(target class)) + cost_mask * sigmoid BCE + cost_dice * dice loss,
+
+    where both mask costs are computed on the same points of the prediction and of the target.
+    Queries left unmatched are the "no object" predictions.
+    """
+
+    def __init__(
+        self,
+        cost_class: float = 1,
+        cost_mask: float = 1,
+        cost_dice: float = 1,
+        num_points: int = 0,
+    ):
+        """
+        Args:
+            cost_class: weight of the classification cost.
+            cost_mask: weight of the sigmoid binary cross-entropy cost of the masks.
+            cost_dice: weight of the dice cost of the masks.
+            num_points: number of random points (uniform in the image, drawn once per image and
+                shared by all its predictions and targets) at which the masks are compared. 0
+                compares them at every pixel center of the predicted masks instead.
+        """
+        super().__init__()
+        if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
+            raise ValueError("HungarianMatcher: cost_class, cost_mask and cost_dice are all 0")
+        if num_points < 0:
+            raise ValueError(f"HungarianMatcher: num_points must be >= 0, got {num_points}")
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def forward(
+        self,
+        outputs: Dict[str, torch.Tensor],
+        targets: List[Dict[str, torch.Tensor]],
+        generator: Optional[torch.Generator] = None,
+    ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """
+        Args:
+            outputs: dict with
+                - "pred_logits" (`torch.Tensor` of shape `(B, Q, K + 1)`): class logits, the last
+                  class being "no object".
+                - "pred_masks" (`torch.Tensor` of shape `(B, Q, H, W)`): mask logits.
+            targets: B dicts with
+                - "labels" (`torch.Tensor` of shape `(T_i,)`, int64): classes in [0, K).
+                - "masks" (`torch.Tensor` of shape `(T_i, H_t, W_t)`): 0/1 masks, of any size.
+            generator: random generator of the point sampling (default: torch's global one).
+
+        Returns:
+            For each image, `(query_indices, target_indices)`: two int64 tensors of length
+            `min(Q, T_i)` on the CPU, query indices in increasing order; query `query_indices[j]`
+            is matched to target `target_indices[j]`.
+        """
+        if len(targets) != outputs["pred_logits"].shape[0]:
+            raise ValueError(
+                f"HungarianMatcher: {len(targets)} targets for a batch of "
+                f"{outputs['pred_logits'].shape[0]} predictions"
+            )
+        return [
+            self._assign(self.cost_matrix(logits, masks, target, generator))
+            for logits, masks, target in zip(outputs["pred_logits"], outputs["pred_masks"], targets)
+        ]
+
+    @torch.no_grad()
+    def cost_matrix(
+        self,
+        pred_logits: torch.Tensor,
+        pred_masks: torch.Tensor,
+        target: Dict[str, torch.Tensor],
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """
+        Matching cost of one image, in float32 (also under autocast).
+
+        Args:
+            pred_logits (`torch.Tensor` of shape `(Q, K + 1)`): class logits.
+            pred_masks (`torch.Tensor` of shape `(Q, H, W)`): mask logits.
+            target: dict with "labels" `(T,)` and "masks" `(T, H_t, W_t)`, as in `forward`.
+            generator: random generator of the point sampling (default: torch's global one).
+
+        Returns:
+            `torch.Tensor` of shape `(Q, T)`, on the device of the predictions; may hold NaN or
+            inf where the predictions do.
+        """
+        labels, target_masks = target["labels"], target["masks"]
+        _check_target(labels, target_masks, num_classes=pred_logits.shape[-1] - 1)
+        if len(labels) == 0:
+            return pred_logits.new_zeros((pred_logits.shape[0], 0), dtype=torch.float32)
+        with torch.autocast(device_type=pred_masks.device.type, enabled=False):
+            class_cost = -pred_logits.float().softmax(-1)[:, labels]
+            coords = self._point_coords(pred_masks.shape[-2:], pred_masks.device, generator)
+            pred_points = _sample_at(pred_masks.float(), coords)
+            target_points = _sample_at(target_masks.to(torch.float32), coords)
+            return (
+                self.cost_class * class_cost
+                + self.cost_mask * pairwise_sigmoid_ce_cost(pred_points, target_points)
+                + self.cost_dice * pairwise_dice_cost(pred_points, target_points)
+            )
+
+    def _point_coords(
+        self, mask_size: torch.Size, device: torch.device, generator: Optional[torch.Generator]
+    ) -> torch.Tensor:
+        """`(P, 2)` point coordinates (x, y) in [0, 1]^2."""
+        if self.num_points > 0:
+            rand_device = generator.device if generator is not None else device
+            coords = torch.rand(self.num_points, 2, generator=generator, device=rand_device)
+            return coords.to(device)
+        height, width = mask_size
+        ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+        xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+        grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
+
+    @staticmethod
+    def _assign(costs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        rows, cols = linear_sum_assignment(_finite_costs(costs.cpu()).numpy())
+        return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+
+    def __repr__(self) -> str:
+        body = [
+            f"cost_class: {self.cost_class}",
+            f"cost_mask: {self.cost_mask}",
+            f"cost_dice: {self.cost_dice}",
+            f"num_points: {self.num_points}",
+        ]
+        return "\n".join(["Matcher " + type(self).__name__] + ["    " + line for line in body])
+
+
+def _sample_at(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Values `(N, P)` of masks `(N, H, W)` at the points `(P, 2)`, bilinearly interpolated."""
+    return point_sample(masks[None], coords[None], align_corners=False)[0]
+
+
+def _check_target(labels: torch.Tensor, masks: torch.Tensor, num_classes: int) -> None:
+    if masks.dim() != 3 or len(masks) != len(labels):
+        raise ValueError(
+            f"HungarianMatcher: target 'masks' must have shape (T, H, W) with T = "
+            f"len(labels) = {len(labels)}, got {tuple(masks.shape)}"
+        )
+    if len(labels) and not bool(((labels >= 0) & (labels < num_classes)).all()):
+        raise ValueError(
+            f"HungarianMatcher: target labels {labels.tolist()} must be in [0, {num_classes})"
+        )

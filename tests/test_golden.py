@@ -1,0 +1,61 @@
+"""The model reproduces upstream's outputs for the fixtures in ../shared/golden (README there)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from helpers import golden_cfg
+
+FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic"]
+
+
+@pytest.fixture(scope="module")
+def golden_runs(request):
+    return {}
+
+
+def run_fixture(folder):
+    cfg = golden_cfg(folder)
+    model = build_model(cfg).eval()
+    checkpointer = DetectionCheckpointer(model)
+    checkpoint = checkpointer._load_file(str(folder / "weights.pth"))
+    incompatible = checkpointer._load_model(checkpoint)
+    image = np.array(Image.open(folder / "input.png").convert(cfg.INPUT.FORMAT))
+    reference = torch.load(folder / "outputs.pt", weights_only=False)
+    with torch.no_grad():
+        output = model([{"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
+                         "height": reference["height"], "width": reference["width"]}])[0]
+    return incompatible, output, reference
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_golden_fixture(name, golden_dir):
+    incompatible, output, reference = run_fixture(golden_dir(name))
+    assert not incompatible.missing_keys
+    assert not incompatible.unexpected_keys
+    assert not incompatible.incorrect_shapes
+
+    sem_seg = output["sem_seg"]
+    assert sem_seg.shape[-2:] == (reference["height"], reference["width"])
+    agree = (sem_seg.argmax(0).to(torch.int16) == reference["sem_seg_argmax"]).float().mean().item()
+    assert agree >= 0.999
+    values = sem_seg.flatten(1).T[reference["sem_seg_pixel_index"]]
+    torch.testing.assert_close(values, reference["sem_seg_pixel_values"], atol=1e-4, rtol=1e-4)
+
+    if "panoptic_seg" in reference:
+        panoptic_seg, segments_info = output["panoptic_seg"]
+        ours = {s["id"]: (s["category_id"], s["isthing"]) for s in segments_info}
+        theirs = {s["id"]: (s["category_id"], bool(s["isthing"])) for s in reference["segments_info"]}
+        assert sorted(ours.values()) == sorted(theirs.values())
+        assert (panoptic_seg == reference["panoptic_seg"]).float().mean().item() >= 0.995
+        assert ours == theirs
+
+    if "instances" in reference:
+        instances, expected = output["instances"], reference["instances"]
+        torch.testing.assert_close(instances.scores, torch.as_tensor(expected["scores"]), atol=1e-4, rtol=0)
+        assert torch.equal(instances.pred_classes, torch.as_tensor(expected["pred_classes"]))
+        masks = np.unpackbits(expected["pred_masks_packed"], axis=-1)[..., : reference["width"]].astype(bool)
+        assert (instances.pred_masks.bool().numpy() == masks).mean() >= 0.999
