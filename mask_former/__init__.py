@@ -1,9 +1,13 @@
 """MaskFormer and Mask2Former for Detectron2.
 
 Importing the package registers its backbone, heads, decoders, meta-architecture, dataset mappers
-and datasets into detectron2's registries.
+and datasets into detectron2's registries, and makes ``DetectionCheckpointer`` refuse checkpoints
+whose shapes do not fit a MaskFormer model (see ``mask_former.checkpoint``).
 """
-from . import modeling
+from . import data, modeling
+from .checkpoint import install_shape_check
 from .config import add_mask_former_config, add_maskformer2_config
 
-__all__ = ["add_maskformer2_config", "add_mask_former_config", "modeling"]
+install_shape_check()
+
+__all__ = ["add_maskformer2_config", "add_mask_former_config", "data", "modeling"]

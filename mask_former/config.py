@@ -66,6 +66,9 @@ def add_maskformer2_config(cfg):
     mf.TRAIN_NUM_POINTS = 112 * 112
     mf.OVERSAMPLE_RATIO = 3.0
     mf.IMPORTANCE_SAMPLE_RATIO = 0.75
+    # Loading a checkpoint whose parameter shapes differ from the model's is an error, unless
+    # this is True (fine-tuning to other classes): then those parameters are skipped, as fvcore does.
+    mf.ALLOW_CHECKPOINT_SHAPE_MISMATCH = False
 
     test = mf.TEST = CN()
     # Which inference outputs to produce; any combination is allowed.

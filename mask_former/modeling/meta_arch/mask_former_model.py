@@ -70,8 +70,10 @@ class MaskFormer(nn.Module):
         panoptic_on: bool,
         instance_on: bool,
         test_topk_per_image: int,
+        allow_checkpoint_shape_mismatch: bool = False,
     ):
         super().__init__()
+        self.allow_checkpoint_shape_mismatch = allow_checkpoint_shape_mismatch
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
@@ -115,6 +117,7 @@ class MaskFormer(nn.Module):
             "instance_on": test.INSTANCE_ON,
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "allow_checkpoint_shape_mismatch": cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
         }
 
     @property
@@ -131,14 +134,39 @@ class MaskFormer(nn.Module):
                     f"batched_inputs[{i}]['image'] must be [{self.pixel_mean.shape[0]}, H, W], got {tuple(image.shape)}"
                 )
             images.append((image.to(self.device) - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.size_divisibility)
+        batch = ImageList.from_tensors(images, self.size_divisibility)
+        d = self.size_divisibility
+        if d > 0 and tuple(batch.tensor.shape[-2:]) == (d, d):
+            # A single cell at the coarsest stride leaves GroupNorm one value per group: widen.
+            batch = ImageList(F.pad(batch.tensor, (0, d)), batch.image_sizes)
+        return batch
 
     def forward(self, batched_inputs: List[Dict]):
+        if not self.training:
+            return self.inference_by_padded_size(batched_inputs)
         images = self.preprocess_images(batched_inputs)
         outputs = self.sem_seg_head(self.backbone(images.tensor))
-        if self.training:
-            return self.losses(outputs, batched_inputs, images)
-        return self.inference(outputs, batched_inputs, images)
+        return self.losses(outputs, batched_inputs, images)
+
+    def padded_size(self, image: Tensor) -> Tuple[int, int]:
+        d = max(self.size_divisibility, 1)
+        return tuple(-(-int(s) // d) * d for s in image.shape[-2:])
+
+    def inference_by_padded_size(self, batched_inputs: List[Dict]) -> List[Dict]:
+        """Run images that pad to the same size together, others apart, so that an image's
+        results never depend on the other images of the batch (padding changes normalization
+        statistics, position encodings and attention)."""
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        for i, x in enumerate(batched_inputs):
+            groups.setdefault(self.padded_size(x["image"]), []).append(i)
+        results: List[Dict] = [None] * len(batched_inputs)
+        for indices in groups.values():
+            group = [batched_inputs[i] for i in indices]
+            images = self.preprocess_images(group)
+            outputs = self.sem_seg_head(self.backbone(images.tensor))
+            for i, result in zip(indices, self.inference(outputs, group, images)):
+                results[i] = result
+        return results
 
     def losses(self, outputs, batched_inputs, images: ImageList) -> Dict[str, Tensor]:
         if "instances" not in batched_inputs[0]:

@@ -1,0 +1,1 @@
+"""Datasets (registered at import), dataset mappers and the built-in demo dataset."""

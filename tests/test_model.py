@@ -1,0 +1,130 @@
+"""The MaskFormer meta-architecture on tiny models: training steps, inference outputs, batching, bad input."""
+import pytest
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+
+from helpers import base_cfg, tiny_cfg
+from mask_former.checkpoint import CheckpointShapeError
+
+DECODER_PAIRS = [
+    ("BasePixelDecoder", "StandardTransformerDecoder", "res5"),
+    ("TransformerEncoderPixelDecoder", "StandardTransformerDecoder", "transformer_encoder"),
+    ("BasePixelDecoder", "StandardTransformerDecoder", "pixel_embedding"),
+    ("MSDeformAttnPixelDecoder", "MultiScaleMaskedTransformerDecoder", "multi_scale_pixel_decoder"),
+    ("BasePixelDecoder", "MultiScaleMaskedTransformerDecoder", "multi_scale_pixel_decoder"),
+]
+
+
+def training_input(height, width, num_classes=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, height, width), generator=g, dtype=torch.uint8)
+    instances = Instances((height, width))
+    masks = torch.zeros(3, height, width, dtype=torch.bool)
+    masks[0, : height // 2] = True
+    masks[1, height // 2 :, : width // 2] = True
+    masks[2, height // 2 :, width // 2 :] = True
+    instances.gt_masks = masks
+    instances.gt_classes = torch.tensor([0, 2, num_classes - 1])
+    return {"image": image, "instances": instances}
+
+
+@pytest.mark.parametrize("pixel_decoder,transformer_decoder,in_feature", DECODER_PAIRS)
+def test_training_step_reaches_every_parameter(pixel_decoder, transformer_decoder, in_feature):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(pixel_decoder, transformer_decoder, in_feature))
+    model.train()
+    losses = model([training_input(64, 96), training_input(80, 64, seed=1)])
+    assert {"loss_ce", "loss_mask", "loss_dice", "loss_ce_0", "loss_dice_1"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    untouched = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not untouched
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.fixture(scope="module")
+def eval_model():
+    torch.manual_seed(0)
+    return build_model(tiny_cfg()).eval()
+
+
+@pytest.mark.parametrize("size,output_size", [((37, 53), (74, 106)), ((1, 1), (1, 1)), ((8, 600), (8, 600)), ((96, 64), (96, 64))])
+def test_inference_outputs_on_odd_sizes(eval_model, size, output_size):
+    image = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
+    with torch.no_grad():
+        (result,) = eval_model([{"image": image, "height": output_size[0], "width": output_size[1]}])
+    assert result["sem_seg"].shape == (5, *output_size)
+    panoptic_seg, segments_info = result["panoptic_seg"]
+    assert panoptic_seg.shape == output_size and panoptic_seg.dtype == torch.int32
+    assert set(panoptic_seg.unique().tolist()) <= {0} | {s["id"] for s in segments_info}
+    instances = result["instances"]
+    assert instances.image_size == output_size
+    assert instances.pred_masks.shape[1:] == output_size
+    assert len(instances) <= 10 and (instances.scores >= 0).all() and (instances.scores <= 1).all()
+    assert set(instances.pred_classes.tolist()) <= set(range(80))  # thing classes of COCO panoptic
+
+
+def test_batch_of_different_sizes_equals_one_at_a_time(eval_model):
+    inputs = [
+        {"image": torch.randint(0, 256, (3, 40, 70), dtype=torch.uint8), "height": 40, "width": 70},
+        {"image": torch.randint(0, 256, (3, 100, 64), dtype=torch.uint8), "height": 50, "width": 32},
+    ]
+    with torch.no_grad():
+        batched = eval_model(inputs)
+        single = [eval_model([x])[0] for x in inputs]
+    for b, s in zip(batched, single):
+        torch.testing.assert_close(b["sem_seg"], s["sem_seg"])
+        assert torch.equal(b["panoptic_seg"][0], s["panoptic_seg"][0])
+        torch.testing.assert_close(b["instances"].scores, s["instances"].scores)
+
+
+def test_semantic_only_model_has_no_other_outputs():
+    cfg = tiny_cfg()
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        (result,) = model([{"image": torch.zeros(3, 32, 32, dtype=torch.uint8)}])
+    assert set(result) == {"sem_seg"}
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("MODEL:\n  MASK_FORMER:\n    NUM_QUERIES_TYPO: 3\n")
+    with pytest.raises(KeyError, match="MODEL.MASK_FORMER.NUM_QUERIES_TYPO"):
+        base_cfg().merge_from_file(str(path))
+
+
+def test_checkpoint_with_other_shapes_is_an_error_listing_keys(tmp_path):
+    small = build_model(tiny_cfg(num_classes=5))
+    path = tmp_path / "other.pth"
+    torch.save({"model": small.state_dict()}, path)
+    other = build_model(tiny_cfg(num_classes=7))
+    with pytest.raises(CheckpointShapeError, match="sem_seg_head.predictor.class_embed.weight") as error:
+        DetectionCheckpointer(other).load(str(path))
+    assert str(path) in str(error.value)
+    assert "criterion.empty_weight" in str(error.value)
+
+
+def test_shape_mismatch_allowed_when_fine_tuning(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"model": build_model(tiny_cfg(num_classes=5)).state_dict()}, path)
+    cfg = tiny_cfg(num_classes=7)
+    cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH = True
+    DetectionCheckpointer(build_model(cfg)).load(str(path))
+
+
+def test_image_with_wrong_channels_is_an_error(eval_model):
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        eval_model([{"image": torch.zeros(4, 32, 32, dtype=torch.uint8)}])
+
+
+def test_old_checkpoint_names_are_converted():
+    model = build_model(tiny_cfg())
+    state = dict(model.state_dict())
+    state["sem_seg_head.predictor.static_query.weight"] = state.pop("sem_seg_head.predictor.query_feat.weight")
+    incompatible = model.load_state_dict(state, strict=False)
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
