@@ -8,23 +8,23 @@ from torch.nn import functional as F
 from detectron2.structures import Boxes, Instances
 
 
-def semantic_inference(mask_cls: Tensor, mask_pred: Tensor) -> Tensor:
+def semantic_inference(mask_cls: Tensor, mask_prob: Tensor) -> Tensor:
     """Per-class score map: sum over queries of class probability times mask probability.
 
     Args:
         mask_cls: ``[Q, K+1]`` class logits (the last class is "no object").
-        mask_pred: ``[Q, H, W]`` mask logits.
+        mask_prob: ``[Q, H, W]`` mask probabilities (sigmoid of the mask logits).
 
     Returns:
         ``[K, H, W]``.
     """
     probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
+    return torch.einsum("qc,qhw->chw", probs, mask_prob)
 
 
 def panoptic_inference(
     mask_cls: Tensor,
-    mask_pred: Tensor,
+    mask_prob: Tensor,
     *,
     num_classes: int,
     thing_classes: set,
@@ -39,7 +39,7 @@ def panoptic_inference(
     its own mask (probability >= 0.5) survives, and segments of one stuff class are merged.
 
     Args:
-        mask_cls: ``[Q, K+1]`` logits; mask_pred: ``[Q, H, W]`` logits.
+        mask_cls: ``[Q, K+1]`` logits; mask_prob: ``[Q, H, W]`` mask probabilities.
         num_classes: K.
         thing_classes: contiguous ids of the thing classes.
 
@@ -50,9 +50,9 @@ def panoptic_inference(
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     cur_scores, cur_classes = scores[keep], labels[keep]
-    cur_masks = mask_pred[keep].sigmoid()
-    h, w = mask_pred.shape[-2:]
-    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device)
+    cur_masks = mask_prob[keep]
+    h, w = mask_prob.shape[-2:]
+    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_prob.device)
     segments_info = []
     if cur_masks.shape[0] == 0:
         return panoptic_seg, segments_info
@@ -87,16 +87,18 @@ def panoptic_inference(
 def instance_inference(
     mask_cls: Tensor,
     mask_pred: Tensor,
+    mask_prob: Tensor,
     *,
     num_classes: int,
     topk: int,
     thing_classes: set = None,
 ) -> Instances:
     """Top-k (query, class) pairs by class probability; score = class probability times the mean
-    mask probability inside the predicted mask.
+    mask probability inside the predicted mask (mask logit > 0).
 
     Args:
-        mask_cls: ``[Q, K+1]`` logits; mask_pred: ``[Q, H, W]`` logits at the output size.
+        mask_cls: ``[Q, K+1]`` logits; mask_pred: ``[Q, H, W]`` logits at the output size;
+        mask_prob: their sigmoid.
         topk: number of (query, class) pairs kept (at most ``Q * K``).
         thing_classes: when given (panoptic models), pairs of other classes are dropped.
 
@@ -109,16 +111,20 @@ def instance_inference(
     labels = torch.arange(num_classes, device=mask_cls.device).repeat(num_queries)
     scores_per_image, topk_indices = scores.flatten(0, 1).topk(min(topk, scores.numel()), sorted=False)
     labels_per_image = labels[topk_indices]
-    mask_pred = mask_pred[topk_indices // num_classes]
+    query_per_pair = topk_indices // num_classes
     if thing_classes is not None:
-        keep = torch.tensor([int(c) in thing_classes for c in labels_per_image.tolist()], dtype=torch.bool, device=mask_pred.device)
-        scores_per_image, labels_per_image, mask_pred = scores_per_image[keep], labels_per_image[keep], mask_pred[keep]
+        keep = torch.tensor([int(c) in thing_classes for c in labels_per_image.tolist()], dtype=torch.bool, device=mask_cls.device)
+        scores_per_image, labels_per_image, query_per_pair = scores_per_image[keep], labels_per_image[keep], query_per_pair[keep]
+
+    # A query can appear in several pairs: its mask and mask score are computed once.
+    queries, pair_to_query = query_per_pair.unique(return_inverse=True)
+    binary = mask_pred[queries] > 0
+    inside = binary.flatten(1).float()
+    mask_scores = (mask_prob[queries].flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
 
     result = Instances(tuple(mask_pred.shape[-2:]))
-    binary = (mask_pred > 0).float()
-    result.pred_masks = binary
-    result.pred_boxes = Boxes(torch.zeros(mask_pred.size(0), 4, device=mask_pred.device))
-    mask_scores = (mask_pred.sigmoid().flatten(1) * binary.flatten(1)).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
-    result.scores = scores_per_image * mask_scores
+    result.pred_masks = binary[pair_to_query].float()
+    result.pred_boxes = Boxes(torch.zeros(len(query_per_pair), 4, device=mask_pred.device))
+    result.scores = scores_per_image * mask_scores[pair_to_query]
     result.pred_classes = labels_per_image
     return result

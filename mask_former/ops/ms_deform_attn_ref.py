@@ -28,19 +28,19 @@ def ms_deform_attn_pytorch(
     """
     n, _, heads, channels = value.shape
     _, num_queries, _, levels, points, _ = sampling_locations.shape
-    sizes: List[int] = [int(h) * int(w) for h, w in value_spatial_shapes.tolist()]
-    value_per_level = value.split(sizes, dim=1)
+    shapes: List[List[int]] = value_spatial_shapes.tolist()
+    value_per_level = value.split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1
-    sampled = []
-    for level, (h, w) in enumerate(value_spatial_shapes.tolist()):
+    # [N, Lq, M, L, P] -> [N*M, 1, Lq, L, P]
+    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels, points)
+    output = None
+    for level, (h, w) in enumerate(shapes):
         # [N, H*W, M, D] -> [N*M, D, H, W]
         level_value = value_per_level[level].flatten(2).transpose(1, 2).reshape(n * heads, channels, h, w)
         # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
         level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(
-            F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        )
-    # [N, Lq, M, L, P] -> [N*M, 1, Lq, L*P]
-    weights = attention_weights.transpose(1, 2).reshape(n * heads, 1, num_queries, levels * points)
-    output = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)
+        # [N*M, D, Lq, P]
+        sampled = F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        contribution = (sampled * weights[:, :, :, level]).sum(-1)
+        output = contribution if output is None else output + contribution
     return output.view(n, heads * channels, num_queries).transpose(1, 2).contiguous()

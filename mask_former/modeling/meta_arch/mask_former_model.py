@@ -215,21 +215,31 @@ class MaskFormer(nn.Module):
         width = batched_input.get("width", image_size[1])
         result = {}
         if self.sem_seg_postprocess_before_inference:
-            mask_pred = sem_seg_postprocess(mask_pred, image_size, height, width)
+            mask_pred = resize_to_output(mask_pred, image_size, height, width)
             mask_cls = mask_cls.to(mask_pred)
+        mask_prob = mask_pred.sigmoid()
         if self.semantic_on:
-            sem_seg = semantic_inference(mask_cls, mask_pred)
+            sem_seg = semantic_inference(mask_cls, mask_prob)
             if not self.sem_seg_postprocess_before_inference:
-                sem_seg = sem_seg_postprocess(sem_seg, image_size, height, width)
+                sem_seg = resize_to_output(sem_seg, image_size, height, width)
             result["sem_seg"] = sem_seg
         if self.panoptic_on:
             result["panoptic_seg"] = panoptic_inference(
-                mask_cls, mask_pred, num_classes=self.sem_seg_head.num_classes, thing_classes=self.thing_classes(),
+                mask_cls, mask_prob, num_classes=self.sem_seg_head.num_classes, thing_classes=self.thing_classes(),
                 object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
             )
         if self.instance_on:
             result["instances"] = instance_inference(
-                mask_cls, mask_pred, num_classes=self.sem_seg_head.num_classes, topk=self.test_topk_per_image,
+                mask_cls, mask_pred, mask_prob, num_classes=self.sem_seg_head.num_classes, topk=self.test_topk_per_image,
                 thing_classes=self.thing_classes() if self.panoptic_on else None,
             )
         return result
+
+
+def resize_to_output(result: Tensor, image_size, height: int, width: int) -> Tensor:
+    """detectron2's ``sem_seg_postprocess`` (crop the padding, resize to ``(height, width)``),
+    without the resize when the crop already has the output size: bilinear resizing to the same
+    size is the identity."""
+    if tuple(image_size) == (height, width):
+        return result[:, :height, :width]
+    return sem_seg_postprocess(result, image_size, height, width)

@@ -91,11 +91,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
         Returns:
             dict with ``pred_logits [B, Q, K+1]``, ``pred_masks [B, Q, H, W]`` and ``aux_outputs``
-            (the ``DEC_LAYERS - 1`` earlier predictions).
+            (in training, the ``DEC_LAYERS - 1`` earlier predictions; in eval, empty).
         """
         if len(x) != self.num_feature_levels:
             raise ValueError(f"MultiScaleMaskedTransformerDecoder needs {self.num_feature_levels} feature maps, got {len(x)}")
-        sizes = [f.shape[-2:] for f in x]
+        sizes = [tuple(f.shape[-2:]) for f in x]
         # [HW, B, C] per level
         pos = [self.pe_layer(f, None).flatten(2).permute(2, 0, 1) for f in x]
         src = [
@@ -105,8 +105,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         batch = src[0].shape[1]
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
+        heads = self.prediction_heads(mask_features, sizes)
 
-        classes, masks, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
+        classes, masks, attn_mask = heads(output, sizes[0], final=self.num_layers == 0)
         predictions_class, predictions_mask = [classes], [masks]
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
@@ -118,18 +119,45 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
             next_size = sizes[(i + 1) % self.num_feature_levels]
-            classes, masks, attn_mask = self.forward_prediction_heads(output, mask_features, next_size)
+            classes, masks, attn_mask = heads(output, next_size, final=i == self.num_layers - 1)
             predictions_class.append(classes)
             predictions_mask.append(masks)
+        if not self.training:
+            predictions_class, predictions_mask = predictions_class[-1:], predictions_mask[-1:]
         return pack_outputs(predictions_class, predictions_mask)
 
+    def prediction_heads(self, mask_features: Tensor, sizes):
+        """``heads(output, attn_mask_size, final) -> (class logits, mask logits, attention mask)``.
+
+        In training every layer's predictions are supervised. In eval only the final ones are
+        returned, so the other layers only need the attention mask at its (low) resolution:
+        bilinear resizing is linear, so ``resize(embed . features) == embed . resize(features)``,
+        and the features are resized once per scale instead of every layer's masks.
+        """
+        if self.training:
+            return lambda output, size, final: self.forward_prediction_heads(output, mask_features, size)
+        resized = {
+            size: F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in set(sizes)
+        }
+
+        def heads(output, size, final):
+            if final:
+                return self.forward_prediction_heads(output, mask_features, size)
+            mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
+            return None, None, self.attention_mask(torch.einsum("bqc,bchw->bqhw", mask_embed, resized[size]))
+
+        return heads
+
+    def attention_mask(self, mask_logits: Tensor) -> Tensor:
+        """``[B, Q, h, w]`` mask logits -> ``[B * heads, Q, h*w]`` bool, True = background (not attended)."""
+        # sigmoid(x) < 0.5  <=>  x < 0
+        return (mask_logits.flatten(2) < 0).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1).detach()
+
     def forward_prediction_heads(self, output: Tensor, mask_features: Tensor, attn_mask_target_size):
-        """Class logits ``[B, Q, K+1]``, mask logits ``[B, Q, H, W]`` and the attention mask
-        ``[B * heads, Q, h*w]`` (True = background, not attended) for the next layer's scale."""
+        """Class logits ``[B, Q, K+1]``, mask logits ``[B, Q, H, W]`` and the attention mask for
+        the next layer's scale."""
         decoded = self.decoder_norm(output).transpose(0, 1)
         classes = self.class_embed(decoded)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
-        attn_mask = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
-        # sigmoid(x) < 0.5  <=>  x < 0
-        attn_mask = (attn_mask.flatten(2) < 0).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
-        return classes, masks, attn_mask.detach()
+        resized = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
+        return classes, masks, self.attention_mask(resized)
