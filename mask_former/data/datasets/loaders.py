@@ -1,0 +1,194 @@
+"""Functions that turn an on-disk dataset into detectron2's list-of-dicts format.
+
+They run lazily (when a registered dataset is first requested) and fail loudly: a missing folder,
+image or annotation raises an error naming it, and so does a panoptic segment whose category is
+not in the dataset's metadata.
+"""
+
+import json
+import logging
+import os
+from typing import Dict, Iterable, List, Optional
+
+from detectron2.data.datasets.coco import load_coco_json
+from detectron2.utils.file_io import PathManager
+
+__all__ = [
+    "load_coco_instances",
+    "load_coco_panoptic_json",
+    "load_sem_seg_pairs",
+    "require_files",
+]
+
+logger = logging.getLogger(__name__)
+
+_PREPARE_HINT = "see datasets/README.md for how to download and prepare it"
+
+# What each file key of a dataset dict holds, for error messages.
+_FILE_KINDS = {
+    "file_name": "Image",
+    "pan_seg_file_name": "Panoptic annotation",
+    "sem_seg_file_name": "Semantic annotation",
+}
+
+
+def _require_dir(path: str, what: str) -> None:
+    if not PathManager.isdir(path):
+        raise FileNotFoundError(f"{what} folder {path} does not exist; {_PREPARE_HINT}.")
+
+
+def _require_file(path: str, what: str) -> None:
+    if not PathManager.isfile(path):
+        raise FileNotFoundError(f"{what} {path} does not exist; {_PREPARE_HINT}.")
+
+
+def require_files(dataset_dicts: List[Dict], source: str, keys: Iterable[str] = tuple(_FILE_KINDS)):
+    """
+    Check that every file named in the dataset dicts exists, listing each folder once.
+
+    Args:
+        dataset_dicts: detectron2 dataset dicts.
+        source: what the dicts were read from (a file or folder), named in the error.
+        keys: the dict keys that hold file paths; keys absent from a dict are skipped.
+
+    Raises:
+        FileNotFoundError: naming the first missing file.
+    """
+    listings = {}
+    for record in dataset_dicts:
+        for key in keys:
+            path = record.get(key)
+            if path is None:
+                continue
+            folder, name = os.path.split(path)
+            if folder not in listings:
+                listings[folder] = (
+                    set(PathManager.ls(folder)) if PathManager.isdir(folder) else set()
+                )
+            if name not in listings[folder]:
+                raise FileNotFoundError(
+                    f"{_FILE_KINDS.get(key, key)} {path} (listed by {source}) does not exist; "
+                    f"{_PREPARE_HINT}."
+                )
+
+
+def load_sem_seg_pairs(
+    gt_root: str, image_root: str, gt_ext: str = "png", image_ext: str = "jpg"
+) -> List[Dict]:
+    """
+    Pair every semantic label file in `gt_root` with the image of the same name in `image_root`.
+
+    Unlike detectron2's `load_sem_seg`, a label without an image is an error, not a warning.
+    Images without a label are left out and counted in the log.
+
+    Args:
+        gt_root: folder of label maps, e.g. ".../annotations_detectron2/training".
+        image_root: folder of images, e.g. ".../images/training".
+        gt_ext: extension of the label files.
+        image_ext: extension of the image files.
+
+    Returns:
+        list[dict]: one dict per label, with "file_name" and "sem_seg_file_name", sorted by name.
+    """
+    _require_dir(gt_root, "Semantic annotation")
+    _require_dir(image_root, "Image")
+    gt_suffix, image_suffix = "." + gt_ext, "." + image_ext
+    stems = sorted(f[: -len(gt_suffix)] for f in PathManager.ls(gt_root) if f.endswith(gt_suffix))
+    if not stems:
+        raise FileNotFoundError(f"No *{gt_suffix} label files in {gt_root}; {_PREPARE_HINT}.")
+    images = {f for f in PathManager.ls(image_root) if f.endswith(image_suffix)}
+    dicts = []
+    for stem in stems:
+        image_path = os.path.join(image_root, stem + image_suffix)
+        if stem + image_suffix not in images:
+            raise FileNotFoundError(
+                f"Image {image_path} for label {os.path.join(gt_root, stem + gt_suffix)} "
+                f"does not exist; {_PREPARE_HINT}."
+            )
+        dicts.append(
+            {"file_name": image_path, "sem_seg_file_name": os.path.join(gt_root, stem + gt_suffix)}
+        )
+    unlabeled = len(images) - len(dicts)
+    if unlabeled:
+        logger.info(f"{unlabeled} images in {image_root} have no label in {gt_root}; skipped.")
+    logger.info(f"Loaded {len(dicts)} images with semantic labels from {image_root}.")
+    return dicts
+
+
+def _contiguous_segment(segment: Dict, meta: Dict, json_file: str, file_name: str) -> Dict:
+    category_id = segment["category_id"]
+    if category_id in meta["thing_dataset_id_to_contiguous_id"]:
+        contiguous, isthing = meta["thing_dataset_id_to_contiguous_id"][category_id], True
+    elif category_id in meta["stuff_dataset_id_to_contiguous_id"]:
+        contiguous, isthing = meta["stuff_dataset_id_to_contiguous_id"][category_id], False
+    else:
+        raise ValueError(
+            f"{json_file}: segment {segment.get('id')} of {file_name} has category_id "
+            f"{category_id}, which is not a category of this dataset's metadata."
+        )
+    return {**segment, "category_id": contiguous, "isthing": isthing}
+
+
+def load_coco_panoptic_json(
+    json_file: str, image_dir: str, gt_dir: str, semseg_dir: Optional[str], meta: Dict
+) -> List[Dict]:
+    """
+    Read a COCO-format panoptic dataset (used for COCO, ADE20K and Mapillary Vistas).
+
+    Args:
+        json_file: panoptic json, e.g. "coco/annotations/panoptic_train2017.json".
+        image_dir: folder of the ".jpg" images, e.g. "coco/train2017".
+        gt_dir: folder of the panoptic PNGs, e.g. "coco/panoptic_train2017".
+        semseg_dir: folder of semantic label PNGs named like the panoptic PNGs, e.g.
+            "coco/panoptic_semseg_train2017"; None to leave "sem_seg_file_name" out.
+        meta: dataset metadata with "thing_dataset_id_to_contiguous_id" and
+            "stuff_dataset_id_to_contiguous_id".
+
+    Returns:
+        list[dict]: detectron2 dicts with "file_name", "image_id", "pan_seg_file_name",
+        "sem_seg_file_name" (unless `semseg_dir` is None) and "segments_info", whose
+        "category_id" is contiguous and which carry "isthing". Images with no segments are kept.
+    """
+    _require_file(json_file, "Panoptic annotation file")
+    with PathManager.open(json_file) as f:
+        annotations = json.load(f)["annotations"]
+    if not annotations:
+        raise ValueError(f"{json_file} lists no annotations.")
+
+    dicts = []
+    for ann in annotations:
+        stem = os.path.splitext(ann["file_name"])[0]
+        record = {
+            "file_name": os.path.join(image_dir, stem + ".jpg"),
+            "image_id": ann["image_id"],
+            "pan_seg_file_name": os.path.join(gt_dir, ann["file_name"]),
+            "segments_info": [
+                _contiguous_segment(seg, meta, json_file, ann["file_name"])
+                for seg in ann["segments_info"]
+            ],
+        }
+        if semseg_dir is not None:
+            record["sem_seg_file_name"] = os.path.join(semseg_dir, ann["file_name"])
+        dicts.append(record)
+    require_files(dicts, json_file)
+
+    empty = sum(not record["segments_info"] for record in dicts)
+    if empty:
+        logger.info(f"{empty} of {len(dicts)} images in {json_file} have no segments.")
+    logger.info(f"Loaded {len(dicts)} panoptic annotations from {json_file}.")
+    return dicts
+
+
+def load_coco_instances(json_file: str, image_root: str, dataset_name: str) -> List[Dict]:
+    """
+    detectron2's `load_coco_json`, after checking that the json and every image exist.
+
+    Args:
+        json_file: COCO instances json.
+        image_root: folder of the images it names.
+        dataset_name: registered name; its metadata's thing classes are checked against the json.
+    """
+    _require_file(json_file, "Instance annotation file")
+    dicts = load_coco_json(json_file, image_root, dataset_name)
+    require_files(dicts, json_file, keys=("file_name",))
+    return dicts
