@@ -1,4 +1,6 @@
 """Registries of the two parts of ``MaskFormerHead``, and their builders."""
+import logging
+
 from detectron2.utils.registry import Registry
 
 PIXEL_DECODER_REGISTRY = Registry("PIXEL_DECODER")
@@ -35,6 +37,23 @@ def build_pixel_decoder(cfg, input_shape):
     return model
 
 
-def build_transformer_decoder(cfg, in_channels, mask_classification=True):
+def transformer_decoder_name(cfg) -> str:
+    """``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``, except for MaskFormer (v1) configs.
+
+    v1 had no such key (its decoder was always ``StandardTransformerDecoder``), so v1 configs get
+    Mask2Former's default, ``MultiScaleMaskedTransformerDecoder``, which needs the pixel decoder's
+    three scales. A config that pairs that default with a single-map decoder input
+    (``TRANSFORMER_IN_FEATURE`` other than ``multi_scale_pixel_decoder``) is a v1 config.
+    """
     name = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
-    return TRANSFORMER_DECODER_REGISTRY.get(name)(cfg, in_channels, mask_classification)
+    if name == "MultiScaleMaskedTransformerDecoder" and cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE != "multi_scale_pixel_decoder":
+        logging.getLogger(__name__).info(
+            "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE=%r is a single feature map: using MaskFormer's "
+            "StandardTransformerDecoder (a MaskFormer v1 config)", cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,
+        )
+        return "StandardTransformerDecoder"
+    return name
+
+
+def build_transformer_decoder(cfg, in_channels, mask_classification=True):
+    return TRANSFORMER_DECODER_REGISTRY.get(transformer_decoder_name(cfg))(cfg, in_channels, mask_classification)
