@@ -1,0 +1,23 @@
+"""Training dataset mappers of MaskFormer / Mask2Former, chosen by ``cfg.INPUT.DATASET_MAPPER_NAME``
+through :data:`DATASET_MAPPER_REGISTRY` (see :func:`build_dataset_mapper`)."""
+from .augmentations import ColorAugSSD, ColorAugSSDTransform
+from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from .coco_lsj_dataset_mappers import (
+    COCOInstanceNewBaselineDatasetMapper,
+    COCOPanopticNewBaselineDatasetMapper,
+)
+from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper
+from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
+from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
+
+__all__ = [
+    "COCOInstanceNewBaselineDatasetMapper",
+    "COCOPanopticNewBaselineDatasetMapper",
+    "ColorAugSSD",
+    "ColorAugSSDTransform",
+    "DATASET_MAPPER_REGISTRY",
+    "MaskFormerInstanceDatasetMapper",
+    "MaskFormerPanopticDatasetMapper",
+    "MaskFormerSemanticDatasetMapper",
+    "build_dataset_mapper",
+]

@@ -1,0 +1,202 @@
+"""The training augmentations of the MaskFormer dataset mappers, built from the config."""
+import cv2
+import numpy as np
+from fvcore.transforms.transform import Transform
+
+from detectron2.data import transforms as T
+
+from .utils import IMAGE_PAD_VALUE, resolve_ignore_label
+
+__all__ = [
+    "ColorAugSSD",
+    "ColorAugSSDTransform",
+    "build_flip",
+    "build_lsj_augmentations",
+    "build_mask_former_augmentations",
+]
+
+# OpenCV's conversions to and from HSV for each supported image format.
+_HSV_CONVERSIONS = {
+    "BGR": (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR),
+    "RGB": (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB),
+}
+
+_FLIP_DIRECTIONS = {
+    "none": None,
+    "horizontal": {"horizontal": True, "vertical": False},
+    "vertical": {"horizontal": False, "vertical": True},
+}
+
+
+def _scale_and_shift(values, alpha=1.0, beta=0.0):
+    """``clip(values * alpha + beta, 0, 255)`` as uint8."""
+    return np.clip(values.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+
+class ColorAugSSDTransform(Transform):
+    """The photometric distortion of SSD (Liu et al., ECCV 2016) with fixed parameters: brightness
+    shift, then contrast, saturation and hue changes (contrast first or last). A parameter left
+    None skips its step. Geometry and labels are unchanged.
+
+    Args:
+        image_format (str): "BGR" or "RGB", the channel order of the images it receives.
+        brightness_delta (float, optional): added to every pixel value.
+        contrast_factor (float, optional): multiplies every pixel value.
+        saturation_factor (float, optional): multiplies the HSV saturation.
+        hue_delta (int, optional): added to the HSV hue (OpenCV's hue range is [0, 180)).
+        contrast_last (bool): apply contrast after saturation and hue instead of before.
+    """
+
+    def __init__(
+        self,
+        image_format,
+        brightness_delta=None,
+        contrast_factor=None,
+        saturation_factor=None,
+        hue_delta=None,
+        contrast_last=False,
+    ):
+        if image_format not in _HSV_CONVERSIONS:
+            raise ValueError(
+                f"ColorAugSSDTransform needs INPUT.FORMAT in {sorted(_HSV_CONVERSIONS)}, "
+                f"got {image_format!r}"
+            )
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img):
+        """img: uint8 ``[H, W, 3]`` in ``image_format``; returns the distorted image, same shape."""
+        if self.brightness_delta is not None:
+            img = _scale_and_shift(img, beta=self.brightness_delta)
+        steps = [self._contrast, self._saturation_and_hue]
+        for step in reversed(steps) if self.contrast_last else steps:
+            img = step(img)
+        return img
+
+    def _contrast(self, img):
+        if self.contrast_factor is None:
+            return img
+        return _scale_and_shift(img, alpha=self.contrast_factor)
+
+    def _saturation_and_hue(self, img):
+        if self.saturation_factor is None and self.hue_delta is None:
+            return img
+        to_hsv, from_hsv = _HSV_CONVERSIONS[self.image_format]
+        hsv = cv2.cvtColor(img, to_hsv)
+        if self.saturation_factor is not None:
+            hsv[..., 1] = _scale_and_shift(hsv[..., 1], alpha=self.saturation_factor)
+        if self.hue_delta is not None:
+            hsv[..., 0] = (hsv[..., 0].astype(np.int32) + self.hue_delta) % 180
+        return cv2.cvtColor(hsv, from_hsv)
+
+    def apply_coords(self, coords):
+        return coords
+
+    def apply_segmentation(self, segmentation):
+        return segmentation
+
+
+class ColorAugSSD(T.Augmentation):
+    """Draws a :class:`ColorAugSSDTransform` as SSD does: each of the four changes is applied with
+    probability 1/2, with brightness shift in ``[-brightness_delta, brightness_delta]``, contrast
+    and saturation factors in ``contrast_range`` / ``saturation_range`` and hue shift in
+    ``[-hue_delta, hue_delta]``; contrast goes first or last with probability 1/2.
+    """
+
+    def __init__(
+        self,
+        image_format,
+        brightness_delta=32.0,
+        contrast_range=(0.5, 1.5),
+        saturation_range=(0.5, 1.5),
+        hue_delta=18,
+    ):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        return ColorAugSSDTransform(
+            self.image_format,
+            brightness_delta=self._half_the_time(
+                np.random.uniform(-self.brightness_delta, self.brightness_delta)
+            ),
+            contrast_factor=self._half_the_time(np.random.uniform(*self.contrast_range)),
+            saturation_factor=self._half_the_time(np.random.uniform(*self.saturation_range)),
+            hue_delta=self._half_the_time(
+                int(np.random.randint(-self.hue_delta, self.hue_delta + 1))
+            ),
+            contrast_last=bool(np.random.rand() < 0.5),
+        )
+
+    @staticmethod
+    def _half_the_time(value):
+        return value if np.random.rand() < 0.5 else None
+
+
+def build_flip(cfg):
+    """The random flip of ``cfg.INPUT.RANDOM_FLIP`` ("none", "horizontal" or "vertical") as a list
+    of zero or one augmentation."""
+    name = cfg.INPUT.RANDOM_FLIP
+    if name not in _FLIP_DIRECTIONS:
+        raise ValueError(
+            f"INPUT.RANDOM_FLIP={name!r} is not one of {sorted(_FLIP_DIRECTIONS)}"
+        )
+    directions = _FLIP_DIRECTIONS[name]
+    return [] if directions is None else [T.RandomFlip(**directions)]
+
+
+def build_mask_former_augmentations(cfg, crop_by_category_area):
+    """Training augmentations of the ``mask_former_*`` mappers: resize of the shortest edge
+    (``INPUT.MIN_SIZE_TRAIN``, ``MAX_SIZE_TRAIN``, ``MIN_SIZE_TRAIN_SAMPLING``), random crop where
+    ``INPUT.CROP.ENABLED``, SSD colour distortion where ``INPUT.COLOR_AUG_SSD``, random flip.
+
+    Args:
+        cfg: the config.
+        crop_by_category_area (bool): retry crops in which one category covers more than
+            ``INPUT.CROP.SINGLE_CATEGORY_MAX_AREA`` of the labelled pixels (the augmentation then
+            needs ``sem_seg`` in its input); otherwise a plain random crop.
+
+    Returns:
+        list[Augmentation]
+    """
+    augmentations = [
+        T.ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+    ]
+    if cfg.INPUT.CROP.ENABLED:
+        augmentations.append(_build_crop(cfg, crop_by_category_area))
+    if cfg.INPUT.COLOR_AUG_SSD:
+        augmentations.append(ColorAugSSD(cfg.INPUT.FORMAT))
+    return augmentations + build_flip(cfg)
+
+
+def _build_crop(cfg, crop_by_category_area):
+    if not crop_by_category_area:
+        return T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE)
+    return T.RandomCrop_CategoryAreaConstraint(
+        cfg.INPUT.CROP.TYPE,
+        cfg.INPUT.CROP.SIZE,
+        cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+        resolve_ignore_label(cfg),
+    )
+
+
+def build_lsj_augmentations(cfg):
+    """Large-scale jitter of the ``coco_*_lsj`` mappers: random flip, resize into a square of side
+    ``INPUT.IMAGE_SIZE`` scaled by a factor in ``[INPUT.MIN_SCALE, INPUT.MAX_SCALE]``, then a
+    random crop of ``IMAGE_SIZE x IMAGE_SIZE`` (padded at the bottom and right where smaller).
+
+    Returns:
+        list[Augmentation]
+    """
+    size = cfg.INPUT.IMAGE_SIZE
+    return build_flip(cfg) + [
+        T.ResizeScale(
+            min_scale=cfg.INPUT.MIN_SCALE,
+            max_scale=cfg.INPUT.MAX_SCALE,
+            target_height=size,
+            target_width=size,
+        ),
+        T.FixedSizeCrop(crop_size=(size, size), pad_value=IMAGE_PAD_VALUE),
+    ]
