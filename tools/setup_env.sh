@@ -14,7 +14,7 @@ inputs_hash() {
   cat requirements.txt setup.py tools/setup_env.sh tools/install_detectron2.py | sha256sum | cut -d' ' -f1
 }
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(inputs_hash)" ] && "$PY" -c "import mask_former" 2>/dev/null; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(inputs_hash)" ] && "$PY" -W ignore::FutureWarning -c "import mask_former" 2>/dev/null; then
   echo "[setup] .venv is up to date"
   exit 0
 fi
@@ -34,4 +34,4 @@ pip install --quiet -r requirements.txt
 echo "[setup] installing mask_former (editable)"
 pip install --quiet --no-deps --no-build-isolation -e .
 inputs_hash > "$STAMP"
-echo "[setup] done: $("$PY" -c 'import torch, detectron2, mask_former; print("torch", torch.__version__, "detectron2", detectron2.__version__)')"
+echo "[setup] done: $("$PY" -W ignore::FutureWarning -c 'import torch, detectron2, mask_former; print("torch", torch.__version__, "detectron2", detectron2.__version__)')"
