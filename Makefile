@@ -6,8 +6,9 @@ PY := .venv/bin/python
 setup:
 	bash tools/setup_env.sh
 
-# Set up if needed, then run the whole test suite on the CPU.
+# Set up if needed, compile-check the CUDA kernel (where nvcc exists), run the whole test suite on the CPU.
 test: setup
+	bash tools/build_cuda_ext.sh $(PY)
 	$(PY) -m pytest -q tests
 
 # The whole pipeline on the built-in demo dataset.

@@ -1,12 +1,116 @@
-"""Multi-scale deformable attention: ``ms_deform_attn`` and the ``MSDeformAttn`` module."""
+"""Multi-scale deformable attention.
+
+:func:`ms_deform_attn` runs the CUDA kernel of the extension ``mask_former._C`` on CUDA tensors when the
+extension is built, and the PyTorch reference otherwise; the choice and its reason are logged once.
+The environment variable ``MASK_FORMER_DEFORM_ATTN`` overrides it: ``auto`` (default), ``pytorch``
+(always the reference) or ``cuda`` (the kernel, or an error saying why it cannot run).
+"""
+import functools
+import logging
+import os
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from .ms_deform_attn_func import load_extension, ms_deform_attn_cuda
 from .ms_deform_attn_ref import ms_deform_attn_pytorch
 
+logger = logging.getLogger(__name__)
 
-def ms_deform_attn(value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights):
-    """Multi-scale deformable attention; shapes as in :func:`ms_deform_attn_pytorch`."""
-    return ms_deform_attn_pytorch(
+IMPLEMENTATION_ENV = "MASK_FORMER_DEFORM_ATTN"
+_deterministic = False
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Make the CUDA kernel's backward bit-identical from run to run (no atomics; slower). It is also
+    deterministic while ``torch.use_deterministic_algorithms(True)`` is in effect."""
+    global _deterministic
+    _deterministic = bool(enabled)
+
+
+def is_deterministic() -> bool:
+    return _deterministic or torch.are_deterministic_algorithms_enabled()
+
+
+def _cuda_kernel(value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights):
+    return ms_deform_attn_cuda(
+        value,
+        value_spatial_shapes,
+        value_level_start_index,
+        sampling_locations,
+        attention_weights,
+        deterministic=is_deterministic(),
+    )
+
+
+IMPLEMENTATIONS: Dict[str, Callable[..., torch.Tensor]] = {
+    "cuda": _cuda_kernel,
+    "pytorch": ms_deform_attn_pytorch,
+}
+
+
+def cuda_unavailable_reason(value: torch.Tensor) -> Optional[str]:
+    """Why the CUDA kernel cannot run on ``value``, or None when it can."""
+    if not value.is_cuda:
+        return f"the inputs are on {value.device.type}"
+    if load_extension() is None:
+        return "the extension mask_former._C is not built (FORCE_CUDA=1 pip install -e .)"
+    return None
+
+
+def choose_implementation(value: torch.Tensor) -> Tuple[str, str]:
+    """The implementation :func:`ms_deform_attn` uses for ``value``, and why."""
+    requested = os.environ.get(IMPLEMENTATION_ENV, "auto")
+    if requested == "pytorch":
+        return "pytorch", f"{IMPLEMENTATION_ENV}=pytorch"
+    if requested not in ("auto", "cuda"):
+        raise ValueError(f"{IMPLEMENTATION_ENV}={requested!r}: expected auto, cuda or pytorch")
+    unavailable = cuda_unavailable_reason(value)
+    if unavailable is None:
+        return "cuda", "CUDA inputs and mask_former._C is built"
+    if requested == "cuda":
+        raise RuntimeError(f"{IMPLEMENTATION_ENV}=cuda but {unavailable}")
+    return "pytorch", unavailable
+
+
+@functools.lru_cache(maxsize=None)
+def _log_choice(name: str, reason: str) -> None:
+    logger.info("ms_deform_attn: using the %s implementation (%s)", name, reason)
+
+
+def ms_deform_attn(
+    value: torch.Tensor,
+    value_spatial_shapes: torch.Tensor,
+    value_level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """
+    Args:
+        value: ``[N, S, M, D]``, all levels' maps flattened (``S = sum(H_l * W_l)``), ``M`` heads of ``D``
+            channels.
+        value_spatial_shapes: ``[L, 2]`` int64, ``(H_l, W_l)`` of each level.
+        value_level_start_index: ``[L]`` int64, where each level starts in ``S``.
+        sampling_locations: ``[N, Lq, M, L, P, 2]``, ``(x, y)`` in ``[0, 1]`` relative to each level's map,
+            sampled bilinearly as ``grid_sample(align_corners=False)``; outside the map reads zeros.
+        attention_weights: ``[N, Lq, M, L, P]``.
+
+    Returns:
+        ``[N, Lq, M * D]``, in ``value``'s dtype.
+    """
+    name, reason = choose_implementation(value)
+    _log_choice(name, reason)
+    return IMPLEMENTATIONS[name](
         value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights
     )
 
 
-__all__ = ["ms_deform_attn", "ms_deform_attn_pytorch"]
+__all__ = [
+    "IMPLEMENTATION_ENV",
+    "choose_implementation",
+    "is_deterministic",
+    "ms_deform_attn",
+    "ms_deform_attn_cuda",
+    "ms_deform_attn_pytorch",
+    "set_deterministic",
+]

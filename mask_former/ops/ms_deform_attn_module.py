@@ -73,6 +73,12 @@ class MSDeformAttn(nn.Module):
         n, num_queries, _ = query.shape
         if reference_points.shape[-1] != 2:
             raise ValueError(f"MSDeformAttn: reference_points must end in (x, y), got {tuple(reference_points.shape)}")
+        num_values = int((input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum())
+        if num_values != input_flatten.shape[1]:
+            raise ValueError(
+                f"MSDeformAttn: input_spatial_shapes cover {num_values} positions but input_flatten has "
+                f"{input_flatten.shape[1]}"
+            )
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)

@@ -1,0 +1,276 @@
+"""Multi-scale deformable attention: the dispatch (CPU, always run) and the CUDA kernel against the PyTorch
+reference (skipped without a GPU and a built ``mask_former._C``)."""
+import functools
+import logging
+
+import pytest
+import torch
+
+import mask_former.ops as ops
+from mask_former.ops import (
+    IMPLEMENTATION_ENV,
+    choose_implementation,
+    is_deterministic,
+    ms_deform_attn,
+    ms_deform_attn_cuda,
+    ms_deform_attn_pytorch,
+    set_deterministic,
+)
+from mask_former.ops.ms_deform_attn_func import load_extension
+
+KERNEL_READY = torch.cuda.is_available() and load_extension() is not None
+requires_kernel = pytest.mark.skipif(not KERNEL_READY, reason="needs a CUDA GPU and the built extension mask_former._C")
+
+ODD_LEVELS = [(7, 9), (5, 3), (3, 5), (1, 1)]
+# Relative error allowed, elementwise and against the tensor's largest value (cancellations in the location
+# gradients make elementwise relative error meaningless near zero). The reference runs in float64 on the same
+# (rounded) inputs; the PyTorch reference itself in float32 is off by about 1e-6 of the largest value.
+TOLERANCES = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+
+
+def make_inputs(
+    level_shapes,
+    heads=2,
+    channels=8,
+    queries=6,
+    points=3,
+    batch=2,
+    low=-0.1,
+    high=1.1,
+    dtype=torch.float32,
+    device="cpu",
+    seed=0,
+):
+    """``(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)``; locations are
+    uniform in ``[low, high]``, so some fall outside the maps."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = torch.tensor(level_shapes, dtype=torch.int64)
+    areas = shapes[:, 0] * shapes[:, 1]
+    starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+    levels = len(level_shapes)
+    value = torch.randn(batch, int(areas.sum()), heads, channels, generator=generator, dtype=torch.float64)
+    locations = torch.rand(batch, queries, heads, levels, points, 2, generator=generator, dtype=torch.float64)
+    weights = torch.rand(batch, queries, heads, levels, points, generator=generator, dtype=torch.float64)
+    return (
+        value.to(device, dtype),
+        shapes.to(device),
+        starts.to(device),
+        (locations * (high - low) + low).to(device, dtype),
+        weights.to(device, dtype),
+    )
+
+
+def forward_backward(function, value, shapes, starts, locations, weights, grad_output):
+    """``[output, grad_value, grad_sampling_locations, grad_attention_weights]``."""
+    leaves = [tensor.detach().requires_grad_() for tensor in (value, locations, weights)]
+    output = function(leaves[0], shapes, starts, leaves[1], leaves[2])
+    output.backward(grad_output)
+    return [output.detach()] + [leaf.grad for leaf in leaves]
+
+
+def random_grad_output(value, locations, seed=1):
+    n, num_queries, heads = locations.shape[:3]
+    generator = torch.Generator().manual_seed(seed)
+    grad = torch.randn(n, num_queries, heads * value.shape[-1], generator=generator, dtype=torch.float64)
+    return grad.to(value.device, value.dtype)
+
+
+def assert_matches_reference(inputs, dtype, deterministic=False):
+    """The kernel in ``dtype`` against the reference in float64 on the same values."""
+    grad_output = random_grad_output(inputs[0], inputs[3])
+    kernel = functools.partial(ms_deform_attn_cuda, deterministic=deterministic)
+    results = forward_backward(kernel, *inputs, grad_output)
+    as_double = [tensor.double() if tensor.is_floating_point() else tensor for tensor in inputs]
+    expected = forward_backward(ms_deform_attn_pytorch, *as_double, grad_output.double())
+    assert results[0].dtype == dtype and results[1].dtype == dtype
+    for name, actual, wanted in zip(["output", "value", "locations", "weights"], results, expected):
+        assert_close_relative(actual, wanted, TOLERANCES[dtype], name)
+
+
+def assert_close_relative(actual, expected, tolerance, name=""):
+    expected = expected.double()
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    torch.testing.assert_close(
+        actual.double(), expected, rtol=tolerance, atol=tolerance * scale, msg=lambda message: f"{name}: {message}"
+    )
+
+
+@pytest.fixture(autouse=True)
+def fresh_dispatch_state(monkeypatch):
+    monkeypatch.delenv(IMPLEMENTATION_ENV, raising=False)
+    ops._log_choice.cache_clear()
+    yield
+    set_deterministic(False)
+
+
+# CPU: the dispatch.
+
+
+def test_cpu_inputs_use_the_reference():
+    inputs = make_inputs(ODD_LEVELS)
+    assert choose_implementation(inputs[0]) == ("pytorch", "the inputs are on cpu")
+    assert torch.equal(ms_deform_attn(*inputs), ms_deform_attn_pytorch(*inputs))
+
+
+def test_env_forces_the_reference(monkeypatch):
+    monkeypatch.setenv(IMPLEMENTATION_ENV, "pytorch")
+    value = make_inputs(ODD_LEVELS)[0]
+    assert choose_implementation(value) == ("pytorch", f"{IMPLEMENTATION_ENV}=pytorch")
+    if torch.cuda.is_available():
+        assert choose_implementation(value.cuda())[0] == "pytorch"
+
+
+def test_env_cuda_on_cpu_inputs_is_an_error(monkeypatch):
+    monkeypatch.setenv(IMPLEMENTATION_ENV, "cuda")
+    with pytest.raises(RuntimeError, match="inputs are on cpu"):
+        ms_deform_attn(*make_inputs(ODD_LEVELS))
+
+
+def test_env_unknown_value_is_an_error(monkeypatch):
+    monkeypatch.setenv(IMPLEMENTATION_ENV, "triton")
+    with pytest.raises(ValueError, match=IMPLEMENTATION_ENV):
+        ms_deform_attn(*make_inputs(ODD_LEVELS))
+
+
+class RecordingHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_choice_is_logged_once():
+    inputs = make_inputs(ODD_LEVELS)
+    # A handler on the logger itself: detectron2's setup_logger("mask_former") stops propagation to the root.
+    logger = logging.getLogger("mask_former.ops")
+    handler = RecordingHandler()
+    previous_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        for _ in range(3):
+            ms_deform_attn(*inputs)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+    assert handler.messages == ["ms_deform_attn: using the pytorch implementation (the inputs are on cpu)"]
+
+
+def test_deterministic_switches():
+    assert not is_deterministic()
+    set_deterministic(True)
+    assert is_deterministic()
+    set_deterministic(False)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert is_deterministic()
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def test_reference_gradients_flow_on_cpu():
+    results = forward_backward(ms_deform_attn, *make_inputs(ODD_LEVELS), torch.ones(2, 6, 16))
+    assert results[0].shape == (2, 6, 16)
+    assert all(torch.isfinite(grad).all() and grad.abs().sum() > 0 for grad in results[1:])
+
+
+# GPU: the kernel.
+
+
+@requires_kernel
+def test_cuda_inputs_use_the_kernel():
+    inputs = make_inputs(ODD_LEVELS, device="cuda")
+    assert choose_implementation(inputs[0])[0] == "cuda"
+    torch.testing.assert_close(ms_deform_attn(*inputs), ms_deform_attn_cuda(*inputs), rtol=0, atol=0)
+
+
+@requires_kernel
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("channels", [3, 32])
+def test_gradcheck_float64(channels, deterministic):
+    value, shapes, starts, locations, weights = make_inputs(
+        [(3, 4), (2, 3)], heads=2, channels=channels, queries=3, points=2, batch=1, dtype=torch.float64, device="cuda"
+    )
+    leaves = [tensor.requires_grad_() for tensor in (value, locations, weights)]
+
+    def kernel(value, locations, weights):
+        return ms_deform_attn_cuda(value, shapes, starts, locations, weights, deterministic=deterministic)
+
+    # Atomics sum in any order: allow last-bit differences between two backward passes.
+    nondet_tol = 0.0 if deterministic else 1e-12
+    assert torch.autograd.gradcheck(kernel, leaves, eps=1e-6, atol=1e-5, rtol=1e-4, nondet_tol=nondet_tol)
+
+
+@requires_kernel
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("channels", [32, 64, 128, 33])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_matches_reference(dtype, channels, deterministic):
+    inputs = make_inputs(ODD_LEVELS, heads=3, channels=channels, queries=40, points=4, dtype=dtype, device="cuda")
+    assert_matches_reference(inputs, dtype, deterministic)
+
+
+@requires_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_points_on_borders_and_outside(dtype):
+    """Pixel coordinates x = loc * W - 0.5 on every half pixel from -2.5 to W + 2, on maps of power-of-two
+    sizes so that both implementations compute them exactly: corners exactly on borders, the x = -1 and
+    x = W edges, and points fully outside."""
+    level_shapes = [(4, 8), (2, 4)]
+    steps = torch.arange(-4, 2 * 8 + 6, dtype=torch.float64)  # loc * 2W for the widest level
+    grid_x, grid_y = torch.meshgrid(steps, steps, indexing="ij")
+    # The same loc = k / (2 * 8) on every level.
+    grid = torch.stack([grid_x.flatten(), grid_y.flatten()], -1) / 16
+    num_queries = grid.shape[0]
+    value, shapes, starts, _, weights = make_inputs(
+        level_shapes, heads=1, channels=32, queries=num_queries, points=1, dtype=dtype
+    )
+    locations = grid.view(1, num_queries, 1, 1, 1, 2).expand(2, -1, -1, len(level_shapes), -1, -1)
+    inputs = [value, shapes, starts, locations.to(dtype).contiguous(), weights]
+    assert_matches_reference([tensor.cuda() for tensor in inputs], dtype)
+
+
+@requires_kernel
+def test_unaligned_value_takes_the_generic_path():
+    value, shapes, starts, locations, weights = make_inputs(ODD_LEVELS, channels=32, device="cuda")
+    storage = torch.empty(value.numel() + 1, device="cuda")
+    unaligned = storage[1:].view_as(value).copy_(value)
+    assert unaligned.data_ptr() % 16 != 0
+    assert_matches_reference([unaligned, shapes, starts, locations, weights], torch.float32)
+
+
+@requires_kernel
+def test_half_value_with_float32_locations():
+    """As under autocast: half values, float32 locations and weights, whose gradients stay float32."""
+    value, shapes, starts, locations, weights = make_inputs(ODD_LEVELS, channels=32, device="cuda")
+    grad_output = random_grad_output(value.half(), locations)
+    results = forward_backward(ms_deform_attn, value.half(), shapes, starts, locations, weights, grad_output)
+    assert [tensor.dtype for tensor in results] == [torch.float16, torch.float16, torch.float32, torch.float32]
+
+
+@requires_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_deterministic_backward_is_bit_identical(dtype):
+    # Many queries on small maps: every value pixel gathers many contributions.
+    inputs = make_inputs([(5, 7), (3, 3)], heads=2, channels=32, queries=500, points=4, dtype=dtype, device="cuda")
+    grad_output = random_grad_output(inputs[0], inputs[3])
+    set_deterministic(True)
+    first, *others = [forward_backward(ms_deform_attn, *inputs, grad_output) for _ in range(3)]
+    for other in others:
+        assert all(torch.equal(a, b) for a, b in zip(first, other))
+    set_deterministic(False)
+    with_atomics = forward_backward(ms_deform_attn, *inputs, grad_output)
+    for name, deterministic, atomic in zip(["output", "value", "locations", "weights"], first, with_atomics):
+        assert_close_relative(deterministic, atomic, TOLERANCES[dtype], name)
+
+
+@requires_kernel
+def test_bad_inputs_are_clear_errors():
+    value, shapes, starts, locations, weights = make_inputs(ODD_LEVELS, device="cuda")
+    with pytest.raises(RuntimeError, match="spatial_shapes must be int64"):
+        ms_deform_attn_cuda(value, shapes.int(), starts, locations, weights)
+    with pytest.raises(RuntimeError, match="attention_weights must be"):
+        ms_deform_attn_cuda(value, shapes, starts, locations, weights[..., :1])
