@@ -26,6 +26,20 @@ def conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: str, 
     return conv
 
 
+def add_fpn_levels(module: nn.Module, in_channels: List[int], conv_dim: int, norm: str):
+    """Add a 1x1 lateral ``adapter_{i}`` and a 3x3 ``layer_{i}`` to ``module`` for each input, finest
+    first (``i`` from 1); returns both lists in top-down order (coarsest first)."""
+    lateral_convs, output_convs = [], []
+    for idx, channels in enumerate(in_channels, start=1):
+        lateral = conv_norm(channels, conv_dim, 1, norm)
+        output = conv_norm(conv_dim, conv_dim, 3, norm, F.relu)
+        module.add_module(f"adapter_{idx}", lateral)
+        module.add_module(f"layer_{idx}", output)
+        lateral_convs.append(lateral)
+        output_convs.append(output)
+    return lateral_convs[::-1], output_convs[::-1]
+
+
 def sorted_by_stride(input_shape: Dict[str, ShapeSpec]):
     """Feature names and shapes, finest first (``res2`` ... ``res5``)."""
     return sorted(input_shape.items(), key=lambda item: item[1].stride)
@@ -45,20 +59,12 @@ class BasePixelDecoder(nn.Module):
         shapes = sorted_by_stride(input_shape)
         self.in_features = [name for name, _ in shapes]
         channels = [shape.channels for _, shape in shapes]
-        coarsest = len(channels)
-        lateral_convs, output_convs = [], []
-        for idx, in_channels in enumerate(channels[:-1], start=1):
-            lateral = conv_norm(in_channels, conv_dim, 1, norm)
-            output = conv_norm(conv_dim, conv_dim, 3, norm, F.relu)
-            self.add_module(f"adapter_{idx}", lateral)
-            self.add_module(f"layer_{idx}", output)
-            lateral_convs.append(lateral)
-            output_convs.append(output)
+        lateral_convs, output_convs = add_fpn_levels(self, channels[:-1], conv_dim, norm)
         top = conv_norm(channels[-1], conv_dim, 3, norm, F.relu)
-        self.add_module(f"layer_{coarsest}", top)
+        self.add_module(f"layer_{len(channels)}", top)
         # Top-down order: coarsest first.
-        self.lateral_convs: List[Optional[nn.Module]] = [None] + lateral_convs[::-1]
-        self.output_convs: List[nn.Module] = [top] + output_convs[::-1]
+        self.lateral_convs: List[Optional[nn.Module]] = [None] + lateral_convs
+        self.output_convs: List[nn.Module] = [top] + output_convs
         self.mask_dim = mask_dim
         self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=3, stride=1, padding=1)
         weight_init.c2_xavier_fill(self.mask_features)

@@ -14,7 +14,7 @@ from ...ops.ms_deform_attn_module import MSDeformAttn
 from ..build import PIXEL_DECODER_REGISTRY
 from ..layers import PositionEmbeddingSine, feed_forward, residual, with_pos, xavier_init_matrices
 from ..transformer import _clones
-from .fpn import NUM_MULTI_SCALE_FEATURES, conv_norm, sorted_by_stride
+from .fpn import NUM_MULTI_SCALE_FEATURES, add_fpn_levels, sorted_by_stride
 
 
 class MSDeformAttnTransformerEncoderLayer(nn.Module):
@@ -141,16 +141,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.common_stride = common_stride
         finest_encoder_stride = min(shape.stride for _, shape in encoder_shapes)
         self.num_fpn_levels = int(math.log2(finest_encoder_stride) - math.log2(common_stride))
-        lateral_convs, output_convs = [], []
-        for idx, (_, shape) in enumerate(shapes[: self.num_fpn_levels], start=1):
-            lateral = conv_norm(shape.channels, conv_dim, 1, norm)
-            output = conv_norm(conv_dim, conv_dim, 3, norm, F.relu)
-            self.add_module(f"adapter_{idx}", lateral)
-            self.add_module(f"layer_{idx}", output)
-            lateral_convs.append(lateral)
-            output_convs.append(output)
-        self.lateral_convs = lateral_convs[::-1]
-        self.output_convs = output_convs[::-1]
+        self.lateral_convs, self.output_convs = add_fpn_levels(
+            self, [shape.channels for _, shape in shapes[: self.num_fpn_levels]], conv_dim, norm
+        )
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
