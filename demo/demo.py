@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""
+Run a MaskFormer / Mask2Former model on images, a video or a webcam and draw its predictions.
+
+Examples::
+
+    python demo/demo.py --config-file CONFIG --input images/*.jpg --output vis/ --opts MODEL.WEIGHTS model.pth
+    python demo/demo.py --config-file CONFIG --video-input clip.mp4 --output clip_vis.mp4 --opts MODEL.WEIGHTS model.pth
+"""
+import argparse
+import glob
+import logging
+import os
+import sys
+from typing import List
+
+import cv2
+
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mask_former  # noqa: E402,F401  (registers the model and datasets)
+from mask_former.engine import ConfigError, build_config  # noqa: E402
+from predictor import TASKS, VisualizationDemo  # noqa: E402
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+"""Extension of ``--output`` for a video -> OpenCV fourcc of the written video."""
+WINDOW_NAME = "MaskFormer demo"
+
+
+class DemoError(Exception):
+    """A user error (missing file, unreadable image, bad output path); its message says which."""
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="MaskFormer / Mask2Former demo")
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to the config file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="image files or glob patterns, e.g. 'images/*.jpg'")
+    source.add_argument("--video-input", help="a video file")
+    source.add_argument("--webcam", action="store_true", help="take frames from the webcam")
+    parser.add_argument(
+        "--output",
+        help="where to write the drawings: a folder, or for one image / a video a file "
+        f"({', '.join(IMAGE_EXTENSIONS)} / {', '.join(VIDEO_CODECS)}); without it they are shown in a window",
+    )
+    parser.add_argument("--task", default="auto", choices=["auto", *TASKS], help="which predictions to draw")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of drawn instances")
+    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    return parser
+
+
+def expand_inputs(patterns: List[str]) -> List[str]:
+    """The files named by ``--input``: existing paths as given, other arguments as glob patterns."""
+    paths = []
+    for pattern in patterns:
+        matches = [pattern] if os.path.exists(pattern) else sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matches:
+            raise DemoError(f"--input {pattern!r}: no such file, and no file matches it as a pattern")
+        paths.extend(matches)
+    return paths
+
+
+def output_path_of(output: str, input_path: str, num_inputs: int) -> str:
+    """The drawing's path: ``output`` itself for a single image and an image file name, otherwise
+    a file named as the input inside the folder ``output``."""
+    if num_inputs == 1 and output.lower().endswith(IMAGE_EXTENSIONS):
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        return output
+    os.makedirs(output, exist_ok=True)
+    return os.path.join(output, os.path.basename(input_path))
+
+
+def show(image_bgr) -> bool:
+    """Show a frame in a window; False once the user pressed Esc."""
+    try:
+        cv2.imshow(WINDOW_NAME, image_bgr)
+    except cv2.error as e:
+        raise DemoError("cannot open a window here (no display, or opencv-python-headless): pass --output") from e
+    return cv2.waitKey(1) != 27
+
+
+def run_on_images(demo: VisualizationDemo, paths: List[str], output: str) -> None:
+    for path in tqdm(paths, desc="Images", unit="img"):
+        try:
+            image = read_image(path, format="BGR")
+        except OSError as e:
+            raise DemoError(f"cannot read image {path!r}: {e}") from e
+        predictions, drawing = demo.run_on_image(image)
+        logging.getLogger(__name__).info(f"{path}: {', '.join(sorted(predictions))}")
+        if output:
+            drawing.save(output_path_of(output, path, len(paths)))
+        else:
+            show(drawing.get_image()[:, :, ::-1])
+            cv2.waitKey(0)
+
+
+def open_video_writer(path: str, fps: float, width: int, height: int) -> cv2.VideoWriter:
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in VIDEO_CODECS:
+        raise DemoError(f"--output {path!r}: a video is written as one of {sorted(VIDEO_CODECS)}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*VIDEO_CODECS[extension]), fps, (width, height))
+    if not writer.isOpened():
+        raise DemoError(f"cannot write the video {path!r}")
+    return writer
+
+
+def run_on_video(demo: VisualizationDemo, video_path: str, output: str) -> None:
+    video = cv2.VideoCapture(video_path)
+    if not video.isOpened():
+        raise DemoError(f"cannot read video {video_path!r}")
+    width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    num_frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    if output and os.path.isdir(output):
+        output = os.path.join(output, os.path.splitext(os.path.basename(video_path))[0] + ".mp4")
+    writer = open_video_writer(output, video.get(cv2.CAP_PROP_FPS) or 25.0, width, height) if output else None
+    try:
+        for frame in demo.run_on_video(video, num_frames):
+            if writer is not None:
+                writer.write(frame)
+            elif not show(frame):
+                break
+    finally:
+        video.release()
+        if writer is not None:
+            writer.release()
+
+
+def run_on_webcam(demo: VisualizationDemo) -> None:
+    camera = cv2.VideoCapture(0)
+    if not camera.isOpened():
+        raise DemoError("cannot open the webcam")
+    try:
+        for frame in demo.run_on_video(camera):
+            if not show(frame):
+                break
+    finally:
+        camera.release()
+        cv2.destroyAllWindows()
+
+
+def run(args) -> None:
+    if args.webcam and args.output:
+        raise DemoError("--webcam shows the drawings in a window; --output is not supported with it")
+    paths = expand_inputs(args.input) if args.input else None
+    cfg = build_config(args.config_file, args.opts)
+    demo = VisualizationDemo(cfg, task=args.task, confidence_threshold=args.confidence_threshold)
+    if paths:
+        run_on_images(demo, paths, args.output)
+    elif args.video_input:
+        run_on_video(demo, args.video_input, args.output)
+    else:
+        run_on_webcam(demo)
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logger(name="fvcore")
+    setup_logger()
+    try:
+        run(args)
+    except (ConfigError, DemoError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from .instance_evaluation import InstanceSegEvaluator
+
+__all__ = ["InstanceSegEvaluator"]

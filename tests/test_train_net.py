@@ -1,0 +1,438 @@
+"""train_net.py and mask_former.engine: training and evaluation on the demo dataset for the three
+tasks, exact resume, atomic checkpoints, two gloo processes = one process, optimizer, AMP on the
+CPU, test-time augmentation, evaluator selection, CLI errors."""
+import json
+import logging
+import os
+import subprocess
+import sys
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+
+import mask_former.modeling.criterion as criterion_module
+from conftest import REPO
+from helpers import tiny_cfg
+from mask_former.data.demo_dataset import generate_demo_dataset, register_demo_datasets
+from mask_former.engine import (
+    EVALUATOR_BUILDERS,
+    AtomicCheckpointer,
+    IterationBatchSampler,
+    SemanticSegmentorWithTTA,
+    Trainer,
+    build_config,
+    build_evaluator,
+    build_optimizer,
+    build_step_trainer,
+    launch,
+)
+
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+
+# name: (train dataset, test dataset, dataset mapper, number of classes, SEMANTIC/PANOPTIC/INSTANCE_ON)
+TASKS = {
+    "semantic": (
+        "demo_shapes_sem_seg_train", "demo_shapes_sem_seg_val", "mask_former_semantic", 6, (True, False, False)
+    ),
+    "panoptic": (
+        "demo_shapes_panoptic_train",
+        "demo_shapes_panoptic_val_with_sem_seg",
+        "mask_former_panoptic",
+        6,
+        (True, True, True),
+    ),
+    "instance": (
+        "demo_shapes_instance_train", "demo_shapes_instance_val", "mask_former_instance", 3, (False, False, True)
+    ),
+}
+EQUAL_PAIR = "demo_shapes_equal_pair_train"
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    """A tiny demo dataset, registered for this module (and for the processes it spawns)."""
+    datasets = tmp_path_factory.mktemp("datasets")
+    root = datasets / "demo_shapes"
+    generate_demo_dataset(str(root), num_train=8, num_val=3, image_size=(48, 64))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETECTRON2_DATASETS", str(datasets))
+        register_demo_datasets(str(root))
+        yield root
+    register_demo_datasets()
+
+
+def task_cfg(task, output_dir, *, max_iter=2, ims_per_batch=2):
+    train, test, mapper, num_classes, (semantic, panoptic, instance) = TASKS[task]
+    cfg = tiny_cfg(num_classes=num_classes)
+    cfg.DATASETS.TRAIN = (train,)
+    cfg.DATASETS.TEST = (test,)
+    cfg.INPUT.DATASET_MAPPER_NAME = mapper
+    cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = semantic
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = panoptic
+    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = instance
+    cfg.INPUT.MIN_SIZE_TRAIN = (48,)
+    cfg.INPUT.MAX_SIZE_TRAIN = 64
+    cfg.INPUT.MIN_SIZE_TEST = 48
+    cfg.INPUT.MAX_SIZE_TEST = 64
+    cfg.INPUT.CROP.ENABLED = False
+    cfg.SOLVER.IMS_PER_BATCH = ims_per_batch
+    cfg.SOLVER.MAX_ITER = max_iter
+    cfg.SOLVER.BASE_LR = 1e-3
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 1000
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.SEED = 7
+    cfg.OUTPUT_DIR = str(output_dir)
+    return cfg
+
+
+def final_metrics(output_dir):
+    """The last record of metrics.json, where the evaluation at the end of training is."""
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f][-1]
+
+
+def train(cfg, *, resume=False, hooks=()):
+    seed_all_rng(cfg.SEED)  # as train_net.py's default_setup
+    trainer = Trainer(cfg)
+    trainer.register_hooks(list(hooks))
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.parametrize("task", ["panoptic", "instance"])
+def test_train_and_evaluate(demo_root, tmp_path, task):
+    train(task_cfg(task, tmp_path))
+    metrics = final_metrics(tmp_path)
+    expected = {"panoptic": ["panoptic_seg/PQ", "sem_seg/mIoU", "segm/AP"], "instance": ["segm/AP"]}[task]
+    for key in expected:
+        assert 0.0 <= metrics[key] <= 100.0, (key, metrics)
+    assert os.path.isfile(tmp_path / "model_final.pth")
+
+
+def test_train_net_cli_trains_and_evaluates_semantic(demo_root, tmp_path):
+    config = tmp_path / "semantic.yaml"
+    config.write_text(task_cfg("semantic", tmp_path / "out").dump())
+    result = subprocess.run(
+        [PYTHON, "train_net.py", "--config-file", str(config), "SOLVER.MAX_ITER", "2"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "DETECTRON2_DATASETS": str(demo_root.parent)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "iter: 1" in result.stdout  # CommonMetricPrinter's progress
+    assert 0.0 <= final_metrics(tmp_path / "out")["sem_seg/mIoU"] <= 100.0
+
+
+class CrashAt(HookBase):
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def before_step(self):
+        if self.trainer.iter == self.iteration:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_continues_exactly(demo_root, tmp_path):
+    def cfg(output_dir):
+        cfg = task_cfg("panoptic", output_dir, max_iter=4)
+        cfg.SOLVER.CHECKPOINT_PERIOD = 2
+        cfg.INPUT.MIN_SIZE_TRAIN = (40, 48, 56)  # random augmentations, dropout and drop path
+        cfg.INPUT.CROP.ENABLED = True
+        cfg.INPUT.CROP.TYPE = "absolute"
+        cfg.INPUT.CROP.SIZE = (40, 40)
+        cfg.MODEL.MASK_FORMER.DROPOUT = 0.1
+        cfg.MODEL.SWIN.DROP_PATH_RATE = 0.2
+        cfg.DATASETS.TEST = ()
+        return cfg
+
+    straight = train(cfg(tmp_path / "straight")).checkpointer.model.state_dict()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg(tmp_path / "resumed"), hooks=[CrashAt(2)])
+    assert (tmp_path / "resumed" / "last_checkpoint").read_text() == "model_0000001.pth"
+    torch.manual_seed(123)  # the resumed run must not depend on the state it starts in
+    resumed_trainer = train(cfg(tmp_path / "resumed"), resume=True)
+    assert resumed_trainer.start_iter == 2
+    resumed = resumed_trainer.checkpointer.model.state_dict()
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
+    model = nn.Linear(3, 2)
+    checkpointer = AtomicCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_0000000")
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def crash_while_writing(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    monkeypatch.setattr(torch, "save", crash_while_writing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        checkpointer.save("model_0000001")
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000000.pth"]
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000000.pth")
+    checkpointer.load(checkpointer.get_checkpoint_file())
+    assert torch.equal(model.weight, saved["weight"])
+
+
+def batches(sampler, count):
+    return [batch for batch, _ in zip(sampler, range(count))]
+
+
+def test_batch_stream_is_addressable_by_iteration_and_split_among_processes():
+    def sampler(**kwargs):
+        return IterationBatchSampler(
+            epoch_order=lambda generator: torch.randperm(10, generator=generator),
+            group_ids=[i % 3 == 0 for i in range(10)],
+            total_batch_size=4,
+            seed=5,
+            **kwargs,
+        )
+
+    stream = batches(sampler(), 8)
+    assert batches(sampler(start_iter=5), 3) == stream[5:]
+    for batch in stream:
+        assert len({index % 3 == 0 for index, _ in batch}) == 1  # one aspect-ratio group per batch
+    halves = [batches(sampler(rank=rank, world_size=2), 8) for rank in (0, 1)]
+    assert [first + second for first, second in zip(*halves)] == stream
+    assert len({seed for batch in stream for _, seed in batch}) == 32  # every image its own seed
+    with pytest.raises(ValueError, match="divisible"):
+        sampler(world_size=3)
+
+
+def fixed_grid_points(coarse_logits, uncertainty_func, num_points, oversample_ratio, importance_sample_ratio):
+    """Deterministic stand-in for PointRend's random point sampling: the same grid for every mask,
+    so that the losses do not depend on how images are split among processes."""
+    side = int(num_points**0.5)
+    centers = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    ys, xs = torch.meshgrid(centers, centers, indexing="ij")
+    grid = torch.stack([xs.flatten(), ys.flatten()], dim=1)
+    return grid[None].expand(coarse_logits.shape[0], -1, -1).to(coarse_logits.device)
+
+
+class DeterministicLossTrainer(Trainer):
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        model.criterion.matcher.num_points = 0  # match on every pixel rather than random points
+        return model
+
+
+def register_equal_pair(root):
+    """Two demo images with the same number of segments: the classification loss (a mean
+    weighted by matched / unmatched queries) then averages the same over one or two processes."""
+    register_demo_datasets(str(root))
+    by_count = {}
+    for record in DatasetCatalog.get("demo_shapes_panoptic_train"):
+        by_count.setdefault(len(record["segments_info"]), []).append(record)
+    pair = next(records[:2] for records in by_count.values() if len(records) >= 2)
+    if EQUAL_PAIR in DatasetCatalog.list():
+        DatasetCatalog.remove(EQUAL_PAIR)
+        MetadataCatalog.remove(EQUAL_PAIR)
+    DatasetCatalog.register(EQUAL_PAIR, lambda: pair)
+    metadata = MetadataCatalog.get("demo_shapes_panoptic_train").as_dict()
+    MetadataCatalog.get(EQUAL_PAIR).set(**{k: v for k, v in metadata.items() if k != "name"})
+
+
+def one_sgd_step(root, output_dir, result_file):
+    """Train one SGD step of a model without BatchNorm on the equal pair; the main process saves
+    the logged total loss and the weights."""
+    register_equal_pair(root)
+    cfg = task_cfg("panoptic", output_dir, max_iter=1)
+    cfg.DATASETS.TRAIN = (EQUAL_PAIR,)
+    cfg.DATASETS.TEST = ()
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BASE_LR = 0.1
+    cfg.MODEL.SWIN.DROP_PATH_RATE = 0.0
+    seed_all_rng(cfg.SEED)
+    with mock.patch.object(criterion_module, "get_uncertain_point_coords_with_randomness", fixed_grid_points):
+        trainer = DeterministicLossTrainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+    if comm.is_main_process():
+        state = {k: v.clone() for k, v in trainer.checkpointer.model.state_dict().items()}
+        torch.save({"total_loss": trainer.storage.history("total_loss").latest(), "model": state}, result_file)
+
+
+def test_two_gloo_processes_match_one_process(demo_root, tmp_path):
+    two_processes_args = (str(demo_root), str(tmp_path / "two"), str(tmp_path / "two.pt"))
+    launch(one_sgd_step, 2, dist_url="auto", args=two_processes_args, device="cpu")
+    one_sgd_step(str(demo_root), str(tmp_path / "one"), str(tmp_path / "one.pt"))
+    two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
+    assert two["total_loss"] == pytest.approx(one["total_loss"], rel=1e-5)
+    seed_all_rng(7)
+    initial = DeterministicLossTrainer.build_model(task_cfg("panoptic", tmp_path)).state_dict()
+    key = "sem_seg_head.predictor.class_embed.weight"
+    assert not torch.equal(initial[key], one["model"][key])  # the step changed the weights
+    for key, value in one["model"].items():
+        torch.testing.assert_close(two["model"][key], value, rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_param_groups_follow_the_solver_config():
+    cfg = tiny_cfg()
+    cfg.SOLVER.BASE_LR = 1.0
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    cfg.SOLVER.WEIGHT_DECAY = 0.5
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.25
+    cfg.SOLVER.WEIGHT_DECAY_EMBED = 0.125
+    model = Trainer.build_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    group_of = {id(group["params"][0]): group for group in optimizer.param_groups}
+    names = dict(model.named_parameters())
+    assert len(group_of) == len(names)
+
+    def hyperparams(name):
+        group = group_of[id(names[name])]
+        return group["lr"], group["weight_decay"]
+
+    assert hyperparams("backbone.patch_embed.proj.weight") == (pytest.approx(0.1), 0.5)
+    assert hyperparams("backbone.norm0.weight") == (pytest.approx(0.1), 0.25)
+    assert hyperparams("backbone.layers.0.blocks.0.attn.relative_position_bias_table") == (pytest.approx(0.1), 0.125)
+    assert hyperparams("sem_seg_head.predictor.query_feat.weight") == (1.0, 0.125)
+    assert hyperparams("sem_seg_head.pixel_decoder.transformer.level_embed") == (1.0, 0.125)
+    assert hyperparams("sem_seg_head.predictor.class_embed.weight") == (1.0, 0.5)
+
+
+def test_full_model_gradient_clipping_and_optimizer_choice():
+    cfg = tiny_cfg()
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BASE_LR = 1.0
+    cfg.SOLVER.MOMENTUM = 0.0
+    cfg.SOLVER.WEIGHT_DECAY = 0.0
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    optimizer = build_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.SGD)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    (model(torch.ones(3, 4)) * 100).sum().backward()
+    optimizer.step()
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (before - after).norm().item() == pytest.approx(0.5, rel=1e-4)
+
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+    assert "GradientClip" in type(build_optimizer(cfg, model)).__name__
+    cfg.SOLVER.OPTIMIZER = "LAMB"
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER"):
+        build_optimizer(cfg, model)
+
+
+def test_amp_on_cpu_trains_in_float32_with_a_warning(caplog):
+    cfg = tiny_cfg()
+    cfg.SOLVER.AMP.ENABLED = True
+    model = nn.Linear(2, 2)
+    with caplog.at_level(logging.WARNING):
+        step_trainer = build_step_trainer(cfg, model, [[]], torch.optim.SGD(model.parameters(), lr=0.1))
+    assert type(step_trainer) is SimpleTrainer and not isinstance(step_trainer, AMPTrainer)
+    assert "AMP is disabled" in caplog.text
+
+
+class ImageAsScores(nn.Module):
+    """A fake segmentation model: the "class scores" are the input image resized to the output."""
+
+    def forward(self, batched_inputs):
+        return [
+            {"sem_seg": F.interpolate(x["image"][None].float(), size=(x["height"], x["width"]), mode="bilinear")[0]}
+            for x in batched_inputs
+        ]
+
+
+def test_tta_averages_scales_and_undoes_flips():
+    cfg = tiny_cfg()
+    cfg.TEST.AUG.MIN_SIZES = (24, 32, 40)
+    cfg.TEST.AUG.MAX_SIZE = 100
+    cfg.TEST.AUG.FLIP = True
+    ramp = torch.linspace(0, 255, 48).expand(3, 32, 48)  # left to right: flips are visible
+    inputs = [{"image": ramp.to(torch.uint8), "height": 32, "width": 48}]
+    plain = ImageAsScores()(inputs)[0]["sem_seg"]
+    tta = SemanticSegmentorWithTTA(cfg, ImageAsScores())(inputs)[0]["sem_seg"]
+    assert tta.shape == (3, 32, 48)
+    assert (tta - plain).abs().mean() < 2.0
+    assert (tta.flip(dims=[2]) - plain).abs().mean() > 50.0
+
+
+# evaluator_type -> evaluator classes built with every inference output on.
+EXPECTED_EVALUATORS = {
+    "sem_seg": {"SemSegEvaluator"},
+    "coco": {"COCOEvaluator"},
+    "coco_panoptic_seg": {"COCOPanopticEvaluator", "SemSegEvaluator", "InstanceSegEvaluator"},
+    "ade20k_panoptic_seg": {"COCOPanopticEvaluator", "SemSegEvaluator", "InstanceSegEvaluator"},
+    "mapillary_vistas_panoptic_seg": {"COCOPanopticEvaluator", "SemSegEvaluator", "InstanceSegEvaluator"},
+    "cityscapes_sem_seg": {"CityscapesSemSegEvaluator"},
+    "cityscapes_instance": {"CityscapesInstanceEvaluator"},
+    "cityscapes_panoptic_seg": {"COCOPanopticEvaluator", "CityscapesSemSegEvaluator", "CityscapesInstanceEvaluator"},
+}
+
+
+@pytest.mark.parametrize("evaluator_type", sorted(EVALUATOR_BUILDERS))
+def test_evaluators_are_chosen_by_evaluator_type(demo_root, tmp_path, evaluator_type):
+    name = f"test_evaluators_{evaluator_type}"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    source = "demo_shapes_instance_val" if evaluator_type == "coco" else "demo_shapes_panoptic_val_with_sem_seg"
+    DatasetCatalog.register(name, lambda: DatasetCatalog.get(source))
+    metadata = {k: v for k, v in MetadataCatalog.get(source).as_dict().items() if k not in ("name", "evaluator_type")}
+    MetadataCatalog.get(name).set(evaluator_type=evaluator_type, **metadata)
+    cfg = task_cfg("panoptic", tmp_path)
+    evaluator = build_evaluator(cfg, name)
+    evaluators = getattr(evaluator, "_evaluators", [evaluator])
+    assert {type(e).__name__ for e in evaluators} == EXPECTED_EVALUATORS[evaluator_type]
+
+    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+    if evaluator_type.endswith("panoptic_seg"):
+        assert len(getattr(build_evaluator(cfg, name), "_evaluators", [None])) == 1
+
+
+def test_unknown_evaluator_type_is_reported(demo_root):
+    MetadataCatalog.get("test_evaluators_unknown").set(evaluator_type="lvis_someday")
+    with pytest.raises(NotImplementedError, match="lvis_someday"):
+        build_evaluator(tiny_cfg(), "test_evaluators_unknown")
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_cfg().dump())
+    result = subprocess.run(
+        [PYTHON, "train_net.py", "--config-file", str(config), "MODEL.NOT_A_KEY", "1"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "error: command-line options: Non-existent key: MODEL.NOT_A_KEY" in result.stderr
+
+    sys.path.insert(0, str(REPO))
+    try:
+        import train_net
+    finally:
+        sys.path.remove(str(REPO))
+    assert train_net.cli(["--config-file", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_build_config_turns_cuda_into_cpu_without_cuda(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    cfg = tiny_cfg()
+    cfg.MODEL.DEVICE = "cuda"
+    config.write_text(cfg.dump())
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert build_config(str(config)).MODEL.DEVICE == expected
+    assert np.isclose(build_config(str(config), ["SOLVER.BASE_LR", "0.5"]).SOLVER.BASE_LR, 0.5)

@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""
+MaskFormer / Mask2Former training and evaluation script (detectron2's ``tools/train_net.py`` with
+the MaskFormer trainer, see :class:`mask_former.engine.Trainer`).
+
+Examples::
+
+    # train (on GPUs, or on the CPU with MODEL.DEVICE cpu / where CUDA is missing)
+    python train_net.py --config-file configs/quickstart/mask2former_demo_shapes.yaml --num-gpus 1
+    # two CPU processes (gloo)
+    python train_net.py --config-file CONFIG --num-gpus 2 MODEL.DEVICE cpu
+    # continue an interrupted run exactly where it stopped
+    python train_net.py --config-file CONFIG --resume
+    # evaluate a checkpoint
+    python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+"""
+import sys
+
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+import mask_former  # noqa: F401  (registers the model, datasets and mappers)
+from mask_former.engine import AtomicCheckpointer, ConfigError, Trainer, build_config, launch
+
+
+def setup(args):
+    """The run's config, with detectron2's default setup (logging, seeding, config backup)."""
+    cfg = build_config(args.config_file, args.opts)
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask_former")
+    return cfg
+
+
+def evaluate(cfg, resume: bool):
+    """Evaluate ``MODEL.WEIGHTS`` (or, with ``resume``, the last checkpoint of ``OUTPUT_DIR``)."""
+    model = Trainer.build_model(cfg)
+    AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    results = Trainer.test(cfg, model)
+    if cfg.TEST.AUG.ENABLED:
+        results.update(Trainer.test_with_TTA(cfg, model))
+    if comm.is_main_process():
+        verify_results(cfg, results)
+    return results
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        return evaluate(cfg, args.resume)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv=None) -> int:
+    args = default_argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    try:
+        cfg = build_config(args.config_file, args.opts)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+        device=cfg.MODEL.DEVICE,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
