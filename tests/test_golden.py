@@ -59,3 +59,19 @@ def test_golden_fixture(name, golden_dir):
         assert torch.equal(instances.pred_classes, torch.as_tensor(expected["pred_classes"]))
         masks = np.unpackbits(expected["pred_masks_packed"], axis=-1)[..., : reference["width"]].astype(bool)
         assert (instances.pred_masks.bool().numpy() == masks).mean() >= 0.999
+
+
+def test_model_zoo_pkl_checkpoint_loads_like_the_pth(golden_dir, tmp_path):
+    """Upstream's model zoo ships ``.pkl`` files: numpy arrays under "model", plus "__author__"."""
+    import pickle
+
+    folder = golden_dir("m2f_coco_panoptic")
+    state = torch.load(folder / "weights.pth", weights_only=False)["model"]
+    pkl = tmp_path / "model_final.pkl"
+    with open(pkl, "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "upstream"}, f)
+    model = build_model(golden_cfg(folder)).eval()
+    DetectionCheckpointer(model).load(str(pkl))
+    loaded = model.state_dict()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
