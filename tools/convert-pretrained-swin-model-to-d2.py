@@ -11,13 +11,13 @@ The parameter names are kept (``D2SwinTransformer`` uses the official names; det
 heuristics add the "backbone." prefix when loading). The ImageNet classifier ("head.*") and the
 final norm ("norm.*"), which the detectron2 backbone does not have, are dropped.
 """
-import argparse
-import pickle
 import sys
 from typing import Dict
 
 import numpy as np
 import torch
+
+from mask_former.utils.checkpoint_conversion import run_conversion
 
 DROPPED_PREFIXES = ("head.", "norm.")
 
@@ -41,22 +41,14 @@ def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter
+    return run_conversion(
+        argv,
+        description=__doc__.split("\n\n")[1],
+        input_help="official Swin checkpoint (.pth)",
+        load=load_state_dict,
+        convert=convert_state_dict,
+        author="third_party",
     )
-    parser.add_argument("input", help="official Swin checkpoint (.pth)")
-    parser.add_argument("output", help="detectron2 checkpoint to write (.pkl)")
-    args = parser.parse_args(argv)
-    try:
-        state_dict = load_state_dict(args.input)
-    except (OSError, ValueError, pickle.UnpicklingError) as e:
-        print(f"error: cannot convert {args.input!r}: {e}", file=sys.stderr)
-        return 2
-    model = convert_state_dict(state_dict)
-    with open(args.output, "wb") as f:
-        pickle.dump({"model": model, "__author__": "third_party", "matching_heuristics": True}, f)
-    print(f"Wrote {len(model)} tensors to {args.output}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,14 +12,14 @@ The .pkl holds ``{"model": {name: numpy array}, "__author__": "torchvision",
 ``MODEL.PIXEL_STD [58.395, 57.120, 57.375]``, ``INPUT.FORMAT "RGB"`` and
 ``MODEL.RESNETS.STRIDE_IN_1X1 False`` (torchvision's normalization and stride placement).
 """
-import argparse
-import pickle
 import re
 import sys
 from typing import Dict
 
 import numpy as np
 import torch
+
+from mask_former.utils.checkpoint_conversion import run_conversion
 
 # (pattern, replacement), applied in order to every key.
 RENAMES = (
@@ -56,22 +56,14 @@ def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter
+    return run_conversion(
+        argv,
+        description=__doc__.split("\n\n")[1],
+        input_help="torchvision ResNet checkpoint (.pth)",
+        load=load_state_dict,
+        convert=convert_state_dict,
+        author="torchvision",
     )
-    parser.add_argument("input", help="torchvision ResNet checkpoint (.pth)")
-    parser.add_argument("output", help="detectron2 checkpoint to write (.pkl)")
-    args = parser.parse_args(argv)
-    try:
-        state_dict = load_state_dict(args.input)
-    except (OSError, ValueError, pickle.UnpicklingError) as e:
-        print(f"error: cannot convert {args.input!r}: {e}", file=sys.stderr)
-        return 2
-    model = convert_state_dict(state_dict)
-    with open(args.output, "wb") as f:
-        pickle.dump({"model": model, "__author__": "torchvision", "matching_heuristics": True}, f)
-    print(f"Wrote {len(model)} tensors to {args.output}")
-    return 0
 
 
 if __name__ == "__main__":
