@@ -223,15 +223,16 @@ class MaskFormer(nn.Module):
             if not self.sem_seg_postprocess_before_inference:
                 sem_seg = resize_to_output(sem_seg, image_size, height, width)
             result["sem_seg"] = sem_seg
+        thing_classes = self.thing_classes() if self.panoptic_on else None
         if self.panoptic_on:
             result["panoptic_seg"] = panoptic_inference(
-                mask_cls, mask_prob, num_classes=self.sem_seg_head.num_classes, thing_classes=self.thing_classes(),
+                mask_cls, mask_prob, num_classes=self.sem_seg_head.num_classes, thing_classes=thing_classes,
                 object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
             )
         if self.instance_on:
             result["instances"] = instance_inference(
                 mask_cls, mask_pred, mask_prob, num_classes=self.sem_seg_head.num_classes, topk=self.test_topk_per_image,
-                thing_classes=self.thing_classes() if self.panoptic_on else None,
+                thing_classes=thing_classes,
             )
         return result
 
