@@ -60,6 +60,11 @@ def add_maskformer2_config(cfg):
     mf.ENFORCE_INPUT_PROJ = False
     # Name of the transformer decoder in TRANSFORMER_DECODER_REGISTRY.
     mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
+    # Which upstream project's training and inference rules to follow: "maskformer" (v1: focal +
+    # dice losses on full masks, argmax-only panoptic merge, v1's evaluators) or "mask2former"
+    # (point-sampled losses, confident-pixel panoptic merge). "" derives it from the config:
+    # see mask_former.modeling.build.model_recipe.
+    mf.RECIPE = ""
     # Inputs are padded to this size divisibility inside the model.
     mf.SIZE_DIVISIBILITY = 32
     # Point-sampled mask losses: number of points, oversampling and importance-sampling ratios.

@@ -4,6 +4,7 @@ from .build import (
     TRANSFORMER_DECODER_REGISTRY,
     build_pixel_decoder,
     build_transformer_decoder,
+    model_recipe,
 )
 from .meta_arch.mask_former_head import MaskFormerHead
 from .meta_arch.mask_former_model import MaskFormer
