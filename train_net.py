@@ -64,10 +64,15 @@ def main(args):
     return trainer.train()
 
 
-def cli(argv=None) -> int:
+def argument_parser():
+    """detectron2's ``default_argument_parser`` with ``--allow-random-weights``."""
     parser = default_argument_parser()
     add_random_weights_flag(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def cli(argv=None) -> int:
+    args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     try:
         cfg = run_config(args)

@@ -3,6 +3,7 @@ checkpoints allowed in training, ``.pth`` read with ``weights_only``, model-zoo 
 import logging
 import os
 import pickle
+import subprocess
 import sys
 
 import cv2
@@ -28,6 +29,7 @@ sys.path.insert(0, str(REPO))
 import train_net  # noqa: E402
 
 sys.path.remove(str(REPO))
+PYTHON = str(REPO / ".venv" / "bin" / "python")
 
 
 @pytest.fixture(scope="module")
@@ -166,23 +168,28 @@ def test_model_zoo_pkl_loads_as_detectron2_reads_it(cfg, state, tmp_path):
     assert_loaded(model, state)
 
 
-def test_eval_only_without_weights_is_an_error_and_runs_with_the_flag(cfg, tmp_path, capsys):
+def test_evaluation_refuses_random_weights_unless_asked(cfg, state, tmp_path):
+    cfg = cfg.clone()
+    cfg.OUTPUT_DIR = str(tmp_path / "out")
+    with pytest.raises(MissingWeightsError):
+        train_net.evaluate(cfg, resume=False)
+    cfg.MODEL.WEIGHTS = save(tmp_path / "no_predictor.pth", without(state, "sem_seg_head.predictor."))
+    with pytest.raises(IncompleteCheckpointError, match="sem_seg_head.predictor"):
+        train_net.evaluate(cfg, resume=False)
+    cfg.MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS = True
+    assert train_net.evaluate(cfg, resume=False) == {}  # no test dataset: nothing to evaluate
+
+
+def test_eval_only_cli_reports_empty_weights_and_has_the_flag(cfg, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(cfg.dump())
     argv = ["--config-file", str(config), "--eval-only", "OUTPUT_DIR", str(tmp_path / "out")]
-    assert train_net.cli(argv) == 2
-    assert "error: No weights to load: MODEL.WEIGHTS is empty" in capsys.readouterr().err
-    assert train_net.cli(["--allow-random-weights", *argv]) == 0
-
-
-def test_eval_only_with_a_checkpoint_lacking_the_predictor_is_an_error(cfg, state, tmp_path, capsys):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(cfg.dump())
-    weights = save(tmp_path / "no_predictor.pth", without(state, "sem_seg_head.predictor."))
-    argv = ["--config-file", str(config), "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(tmp_path / "o")]
-    assert train_net.cli(argv) == 2
-    err = capsys.readouterr().err
-    assert f"error: Checkpoint {weights} does not fit the model" in err and "sem_seg_head.predictor" in err
+    result = subprocess.run([PYTHON, "train_net.py", *argv], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "error: No weights to load: MODEL.WEIGHTS is empty" in result.stderr
+    args = train_net.argument_parser().parse_args(["--allow-random-weights", *argv])
+    assert train_net.run_config(args).MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS
+    assert not train_net.run_config(train_net.argument_parser().parse_args(argv)).MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS
 
 
 @pytest.fixture
