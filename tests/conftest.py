@@ -1,3 +1,4 @@
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -35,3 +36,13 @@ def golden_dir():
         return path
 
     return get
+
+
+@pytest.fixture
+def logs(caplog, monkeypatch):
+    """``caplog``, also for the loggers that detectron2's ``setup_logger`` (run by the demo, the
+    trainer, earlier tests) stops from propagating to the root logger."""
+    for name in ("fvcore", "detectron2", "mask_former"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+    caplog.set_level(logging.WARNING)
+    return caplog
