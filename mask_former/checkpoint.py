@@ -104,8 +104,8 @@ def load_weights_only(path: str) -> Dict:
         raise UnsafeCheckpointError(
             f"Checkpoint {path} holds objects other than tensors and plain containers, which are not loaded "
             "(torch.load(weights_only=True), so that loading runs no code from the file). If you trust the file, "
-            "re-save its weights alone: torch.save({'model': torch.load(path, weights_only=False)['model']}, "
-            f"'weights.pth'), or load the state dict yourself.\ntorch: {e}"
+            f"re-save its weights alone: torch.save({{'model': torch.load({path!r}, weights_only=False)['model']}}, "
+            f"'weights.pth').\ntorch: {e}"
         ) from e
 
 
