@@ -6,6 +6,9 @@ Examples::
 
     python demo/demo.py --config-file CONFIG --input images/*.jpg --output vis/ --opts MODEL.WEIGHTS model.pth
     python demo/demo.py --config-file CONFIG --video-input clip.mp4 --output clip_vis.mp4 --opts MODEL.WEIGHTS model.pth
+
+MODEL.WEIGHTS must initialize every parameter of the model; ``--allow-random-weights`` runs an
+untrained model anyway.
 """
 import argparse
 import glob
@@ -22,6 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mask_former  # noqa: E402,F401  (registers the model and datasets)
+from mask_former.checkpoint import CheckpointError, add_random_weights_flag, random_weights_opts  # noqa: E402
 from mask_former.engine import ConfigError, build_config  # noqa: E402
 from predictor import TASKS, VisualizationDemo  # noqa: E402
 
@@ -49,6 +53,7 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--task", default="auto", choices=["auto", *TASKS], help="which predictions to draw")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of drawn instances")
+    add_random_weights_flag(parser)
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser
 
@@ -147,7 +152,7 @@ def run(args) -> None:
     if args.webcam and args.output:
         raise DemoError("--webcam shows the drawings in a window; --output is not supported with it")
     paths = expand_inputs(args.input) if args.input else None
-    cfg = build_config(args.config_file, args.opts)
+    cfg = build_config(args.config_file, args.opts + random_weights_opts(args))
     demo = VisualizationDemo(cfg, task=args.task, confidence_threshold=args.confidence_threshold)
     if paths:
         run_on_images(demo, paths, args.output)
@@ -163,7 +168,7 @@ def main(argv=None) -> int:
     setup_logger()
     try:
         run(args)
-    except (ConfigError, DemoError) as e:
+    except (ConfigError, CheckpointError, DemoError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -7,19 +7,21 @@ import numpy as np
 import torch
 
 import detectron2.data.transforms as T
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from tqdm import tqdm
 
+from mask_former.checkpoint import InferenceCheckpointer
+
 __all__ = ["BatchPredictor", "TASKS", "VisualizationDemo", "draw_predictions"]
 
 
 class BatchPredictor:
     """
-    Like detectron2's ``DefaultPredictor`` (weights from ``MODEL.WEIGHTS``, BGR input converted to
+    Like detectron2's ``DefaultPredictor`` (weights from ``MODEL.WEIGHTS``, which must initialize
+    every parameter, see :class:`mask_former.checkpoint.InferenceCheckpointer`; BGR input converted to
     ``INPUT.FORMAT``, resized to ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, outputs at the input's
     resolution), but for a batch of images in one forward call.
 
@@ -36,7 +38,8 @@ class BatchPredictor:
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        allow_random_weights = cfg.MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS
+        InferenceCheckpointer(self.model, allow_random_weights=allow_random_weights).load(cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
 

@@ -74,6 +74,10 @@ def add_maskformer2_config(cfg):
     # Loading a checkpoint whose parameter shapes differ from the model's is an error, unless
     # this is True (fine-tuning to other classes): then those parameters are skipped, as fvcore does.
     mf.ALLOW_CHECKPOINT_SHAPE_MISMATCH = False
+    # At evaluation and in the demo, empty MODEL.WEIGHTS or a checkpoint that leaves parameters
+    # uninitialized (or holds keys the model lacks) is an error, unless this is True: then the
+    # model runs with random parameters, with a warning. Training is not affected.
+    mf.ALLOW_RANDOM_WEIGHTS = False
 
     test = mf.TEST = CN()
     # Which inference outputs to produce; any combination is allowed.

@@ -5,6 +5,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from mask_former.engine import launch
 from mask_former.modeling.criterion import SetCriterion
 from mask_former.modeling.matcher import HungarianMatcher
 
@@ -194,13 +195,41 @@ def test_unknown_loss_name_raises():
         )
 
 
-def test_num_masks_is_averaged_over_workers(tmp_path):
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+# Targets of each worker: 5 masks on rank 0 and 1 on rank 1, so 3 per worker on average.
+TARGET_COUNTS_OF_RANK = [[2, 3], [1]]
+
+
+def _worker_inputs(rank):
+    torch.manual_seed(rank)
+    counts = TARGET_COUNTS_OF_RANK[rank]
+    return _random_outputs(batch_size=len(counts)), _random_targets(counts)
+
+
+def _losses_of(outputs, targets):
+    torch.manual_seed(100)  # the same point sampling in the workers and in the reference
+    return {name: value.item() for name, value in _criterion(num_points=64)(outputs, targets).items()}
+
+
+def _num_masks_worker(result_dir):
+    rank = dist.get_rank()
+    outputs, targets = _worker_inputs(rank)
+    torch.save(
+        {
+            "num_masks": SetCriterion._average_num_masks(targets, torch.device("cpu")),
+            "losses": _losses_of(outputs, targets),
+        },
+        f"{result_dir}/rank{rank}.pt",
     )
-    try:
-        targets = _random_targets([2, 3])
-        assert SetCriterion._average_num_masks(targets, torch.device("cpu")) == 5.0
-        assert SetCriterion._average_num_masks(_random_targets([0]), torch.device("cpu")) == 1.0
-    finally:
-        dist.destroy_process_group()
+
+
+def test_num_masks_is_averaged_over_workers(tmp_path):
+    launch(_num_masks_worker, 2, dist_url="auto", args=(str(tmp_path),), device="cpu")
+    for rank, counts in enumerate(TARGET_COUNTS_OF_RANK):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        assert result["num_masks"] == 3.0
+        alone = _losses_of(*_worker_inputs(rank))  # one process: normalized by its own count
+        scale = sum(counts) / 3.0
+        assert result["losses"]["loss_mask"] == pytest.approx(alone["loss_mask"] * scale, rel=1e-5)
+        assert result["losses"]["loss_dice"] == pytest.approx(alone["loss_dice"] * scale, rel=1e-5)
+        assert result["losses"]["loss_ce"] == pytest.approx(alone["loss_ce"], rel=1e-6)
+    assert SetCriterion._average_num_masks(_random_targets([0]), torch.device("cpu")) == 1.0

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from detectron2.modeling import build_model
+
 from conftest import REPO
 from helpers import tiny_cfg
 
@@ -26,12 +28,16 @@ predictor = load_script("predictor")
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
-    """An untrained tiny model with all three outputs, on COCO panoptic's class names."""
+    """An untrained tiny model with all three outputs, on COCO panoptic's class names, and its
+    initial weights saved as MODEL.WEIGHTS."""
+    folder = tmp_path_factory.mktemp("config")
     cfg = tiny_cfg()
     cfg.DATASETS.TEST = ("coco_2017_val_panoptic",)
     cfg.INPUT.MIN_SIZE_TEST = 48
     cfg.INPUT.MAX_SIZE_TEST = 96
-    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    cfg.MODEL.WEIGHTS = str(folder / "tiny.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, cfg.MODEL.WEIGHTS)
+    path = folder / "tiny.yaml"
     path.write_text(cfg.dump())
     return path
 
