@@ -63,6 +63,8 @@ def temp_name():
         "coco_2017_val",
         "coco_2017_train_stuff_sem_seg",
         "coco_2017_test_stuff_sem_seg",
+        "coco_2017_train_stuff_10k_sem_seg",
+        "coco_2017_test_stuff_10k_sem_seg",
         "cityscapes_fine_sem_seg_train",
         "cityscapes_fine_instance_seg_train",
         "cityscapes_fine_panoptic_train",
