@@ -407,3 +407,11 @@ def test_worker_processes_give_the_same_outputs(tmp_path):
     run("prepare_ade20k_pan_seg", parallel, "--workers", "2")
     json_name = "ADEChallengeData2016/ade20k_panoptic_train.json"
     assert (parallel / json_name).read_text() == (serial / json_name).read_text()
+
+
+def test_coco_semantic_from_panoptic_names_a_malformed_json(tmp_path):
+    json_file = _coco_panoptic_split(tmp_path, "train2017", [])
+    _coco_panoptic_split(tmp_path, "val2017", [])
+    json_file.write_text('{"annotations": [{"image_id": 1}]}')
+    with pytest.raises(DatasetFileError, match=r"panoptic_train2017\.json: annotation 0: key 'file_name': is missing"):
+        run("prepare_coco_semantic_annos_from_panoptic", tmp_path)

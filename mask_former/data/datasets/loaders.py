@@ -22,6 +22,8 @@ __all__ = [
     "load_coco_instances",
     "load_coco_panoptic_json",
     "load_sem_seg_pairs",
+    "read_json",
+    "read_panoptic_annotations",
     "require_files",
 ]
 
@@ -147,7 +149,7 @@ def _require_keys(record: Dict, keys: Iterable[str], json_file: str, where: str)
             raise DatasetFileError(json_file, "is missing", record=where, key=key)
 
 
-def _panoptic_annotations(json_file: str) -> List[Dict]:
+def read_panoptic_annotations(json_file: str) -> List[Dict]:
     """The "annotations" of a panoptic json, checked for the keys the loader reads and for
     duplicate or unknown ids."""
     content = read_json(json_file, "Panoptic annotation file")
@@ -228,7 +230,7 @@ def load_coco_panoptic_json(
             an image id absent from its "images", or a category absent from ``meta``.
     """
     dicts = []
-    for index, ann in enumerate(_panoptic_annotations(json_file)):
+    for index, ann in enumerate(read_panoptic_annotations(json_file)):
         where = f"annotation {index} ({ann['file_name']})"
         stem = os.path.splitext(ann["file_name"])[0]
         record = {
