@@ -10,6 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, polygons_to_bitmask
 
+from mask_former.data.datasets import DatasetFileError
 from mask_former.config import add_maskformer2_config
 from mask_former.data.dataset_mappers import (
     DATASET_MAPPER_REGISTRY,
@@ -279,7 +280,7 @@ def test_bad_label_value_error_names_file_and_value(tmp_path, semantic_dict):
     labels = label_layout()
     labels[0, 0] = 7
     semantic_dict["sem_seg_file_name"] = write_png(tmp_path / "bad_labels.png", labels)
-    with pytest.raises(ValueError, match=r"bad_labels\.png.*\[7\].*NUM_CLASSES"):
+    with pytest.raises(DatasetFileError, match=r"bad_labels\.png.*\[7\].*NUM_CLASSES"):
         build_dataset_mapper(make_cfg(num_classes=3))(semantic_dict)
 
 
@@ -287,7 +288,7 @@ def test_label_map_of_wrong_size_is_an_error(tmp_path, semantic_dict):
     semantic_dict["sem_seg_file_name"] = write_png(
         tmp_path / "small.png", np.zeros((10, 10), np.uint8)
     )
-    with pytest.raises(ValueError, match=r"small\.png is 10x10"):
+    with pytest.raises(DatasetFileError, match=r"small\.png: label file is 10x10"):
         build_dataset_mapper(make_cfg())(semantic_dict)
 
 

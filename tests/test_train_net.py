@@ -1,6 +1,6 @@
 """train_net.py and mask_former.engine: training and evaluation on the demo dataset for the three
 tasks, exact resume, atomic checkpoints, two gloo processes = one process, optimizer, AMP on the
-CPU, test-time augmentation, evaluator selection, CLI errors."""
+CPU, test-time augmentation, CLI errors (evaluator selection: test_evaluation.py)."""
 import json
 import logging
 import os
@@ -27,13 +27,11 @@ from conftest import REPO
 from helpers import tiny_cfg
 from mask_former.data.demo_dataset import generate_demo_dataset, register_demo_datasets
 from mask_former.engine import (
-    EVALUATOR_BUILDERS,
     AtomicCheckpointer,
     IterationBatchSampler,
     SemanticSegmentorWithTTA,
     Trainer,
     build_config,
-    build_evaluator,
     build_optimizer,
     build_step_trainer,
     launch,
@@ -446,46 +444,6 @@ def test_tta_averages_scales_and_undoes_flips():
     assert tta.shape == (3, 32, 48)
     assert (tta - plain).abs().mean() < 2.0
     assert (tta.flip(dims=[2]) - plain).abs().mean() > 50.0
-
-
-# evaluator_type -> evaluator classes built with every inference output on.
-EXPECTED_EVALUATORS = {
-    "sem_seg": {"SemSegEvaluator"},
-    "coco": {"COCOEvaluator"},
-    "coco_panoptic_seg": {"COCOPanopticEvaluator", "SemSegEvaluator", "InstanceSegEvaluator"},
-    "ade20k_panoptic_seg": {"COCOPanopticEvaluator", "SemSegEvaluator", "InstanceSegEvaluator"},
-    "mapillary_vistas_panoptic_seg": {"COCOPanopticEvaluator", "SemSegEvaluator", "InstanceSegEvaluator"},
-    "cityscapes_sem_seg": {"CityscapesSemSegEvaluator"},
-    "cityscapes_instance": {"CityscapesInstanceEvaluator"},
-    "cityscapes_panoptic_seg": {"COCOPanopticEvaluator", "CityscapesSemSegEvaluator", "CityscapesInstanceEvaluator"},
-}
-
-
-@pytest.mark.parametrize("evaluator_type", sorted(EVALUATOR_BUILDERS))
-def test_evaluators_are_chosen_by_evaluator_type(demo_root, tmp_path, evaluator_type):
-    name = f"test_evaluators_{evaluator_type}"
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    source = "demo_shapes_instance_val" if evaluator_type == "coco" else "demo_shapes_panoptic_val_with_sem_seg"
-    DatasetCatalog.register(name, lambda: DatasetCatalog.get(source))
-    metadata = {k: v for k, v in MetadataCatalog.get(source).as_dict().items() if k not in ("name", "evaluator_type")}
-    MetadataCatalog.get(name).set(evaluator_type=evaluator_type, **metadata)
-    cfg = task_cfg("panoptic", tmp_path)
-    evaluator = build_evaluator(cfg, name)
-    evaluators = getattr(evaluator, "_evaluators", [evaluator])
-    assert {type(e).__name__ for e in evaluators} == EXPECTED_EVALUATORS[evaluator_type]
-
-    cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = False
-    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
-    if evaluator_type.endswith("panoptic_seg"):
-        assert len(getattr(build_evaluator(cfg, name), "_evaluators", [None])) == 1
-
-
-def test_unknown_evaluator_type_is_reported(demo_root):
-    MetadataCatalog.get("test_evaluators_unknown").set(evaluator_type="lvis_someday")
-    with pytest.raises(NotImplementedError, match="lvis_someday"):
-        build_evaluator(tiny_cfg(), "test_evaluators_unknown")
 
 
 def test_cli_reports_config_errors(tmp_path, capsys):

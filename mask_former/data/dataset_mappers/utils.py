@@ -8,6 +8,8 @@ from detectron2.data import MetadataCatalog, detection_utils
 from detectron2.structures import Instances, polygons_to_bitmask
 from detectron2.utils.file_io import PathManager
 
+from ..datasets.errors import DatasetFileError
+
 # Images are padded with this value (as upstream, and detectron2's FixedSizeCrop): close to the
 # pixel mean, so that after normalisation the padding looks like an average pixel.
 IMAGE_PAD_VALUE = 128
@@ -95,14 +97,15 @@ def read_panoptic_ids(file_name, image_shape):
 
 def _check_same_size(labels, image_shape, file_name):
     if labels.shape[:2] != tuple(image_shape[:2]):
-        raise ValueError(
-            f"Label file {file_name} is {labels.shape[1]}x{labels.shape[0]} (WxH) but its image "
-            f"is {image_shape[1]}x{image_shape[0]}"
+        raise DatasetFileError(
+            file_name,
+            f"label file is {labels.shape[1]}x{labels.shape[0]} (WxH) but its image "
+            f"is {image_shape[1]}x{image_shape[0]}",
         )
 
 
 def check_class_ids(class_ids, num_classes, source, ignore_label=None):
-    """Raise a ValueError naming ``source`` if any class id is outside ``[0, num_classes)``
+    """Raise a ``DatasetFileError`` naming ``source`` if any class id is outside ``[0, num_classes)``
     (``ignore_label`` allowed).
 
     Args:
@@ -117,9 +120,10 @@ def check_class_ids(class_ids, num_classes, source, ignore_label=None):
         bad = bad[bad != ignore_label]
     if len(bad):
         allowed = f" or the ignore label {ignore_label}" if ignore_label is not None else ""
-        raise ValueError(
-            f"{source}: class ids {bad.astype(np.int64).tolist()} are not in "
-            f"[0, {num_classes}) (MODEL.SEM_SEG_HEAD.NUM_CLASSES){allowed}"
+        raise DatasetFileError(
+            source,
+            f"class ids {bad.astype(np.int64).tolist()} are not in "
+            f"[0, {num_classes}) (MODEL.SEM_SEG_HEAD.NUM_CLASSES){allowed}",
         )
 
 
