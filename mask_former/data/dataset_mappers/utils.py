@@ -1,6 +1,4 @@
 """Pieces shared by the dataset mappers: reading and checking files, padding, building targets."""
-import importlib.util
-
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
@@ -288,12 +286,16 @@ def _move_polygon_corners(polygons, transforms, output_size):
 def _cut_polygons(polygons, transforms, output_size):
     # As detectron2's transform_instance_annotations: crops cut the polygons with shapely, and
     # those with nothing left (or a box thinner than 1e-5, in float32) are gone.
-    if importlib.util.find_spec("shapely") is None:
-        raise ValueError(
-            "cutting polygons at the crop as upstream does (INPUT.CROP_POLYGONS_WITH_SHAPELY "
-            "True) needs the 'shapely' package: pip install shapely, or set the key to False"
-        )
-    cut = transforms.apply_polygons([np.asarray(p).reshape(-1, 2) for p in polygons])
+    try:
+        cut = transforms.apply_polygons([np.asarray(p).reshape(-1, 2) for p in polygons])
+    except ModuleNotFoundError as e:
+        if e.name != "shapely":
+            raise
+        raise ModuleNotFoundError(
+            "Cutting polygons at the crop as upstream does (INPUT.CROP_POLYGONS_WITH_SHAPELY "
+            "True) needs the 'shapely' package: pip install shapely, or set the key to False",
+            name="shapely",
+        ) from e
     mask = polygons_to_bitmask([p.reshape(-1) for p in cut], *output_size)
     if not cut:
         return mask, False
