@@ -13,6 +13,8 @@ Examples::
     python train_net.py --config-file CONFIG --resume
     # evaluate a checkpoint
     python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+    # your own data: register the splits of a dataset description file (README, "Your own data")
+    python train_net.py --config-file CONFIG --dataset mydata.yaml DATASETS.TRAIN "('mydata_train',)" ...
 """
 import sys
 
@@ -22,12 +24,35 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import mask_former  # noqa: F401  (registers the model, datasets and mappers)
+from mask_former.data.datasets.custom import DatasetDescriptionError, check_config, register_dataset_descriptions
 from mask_former.engine import AtomicCheckpointer, ConfigError, Trainer, build_config, launch
+
+
+def argument_parser():
+    """detectron2's default arguments, plus ``--dataset``."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="dataset description file whose splits are registered as <name>_<split> (may be repeated)",
+    )
+    return parser
+
+
+def build_checked_config(args):
+    """Register the ``--dataset`` splits (in every process: each runs ``main``) and build the
+    config, checked against the described datasets it names."""
+    register_dataset_descriptions(args.dataset)
+    cfg = build_config(args.config_file, args.opts)
+    check_config(cfg)
+    return cfg
 
 
 def setup(args):
     """The run's config, with detectron2's default setup (logging, seeding, config backup)."""
-    cfg = build_config(args.config_file, args.opts)
+    cfg = build_checked_config(args)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask_former")
     return cfg
@@ -55,11 +80,11 @@ def main(args):
 
 
 def cli(argv=None) -> int:
-    args = default_argument_parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     try:
-        cfg = build_config(args.config_file, args.opts)
-    except ConfigError as e:
+        cfg = build_checked_config(args)
+    except (ConfigError, DatasetDescriptionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     launch(

@@ -44,8 +44,18 @@ def _coco_instance(cfg, dataset_name: str, output_dir: str) -> COCOEvaluator:
     return COCOEvaluator(dataset_name, tasks=("segm",), output_dir=output_dir, use_fast_impl=False)
 
 
+def _panoptic_semantic(cfg, dataset_name: str, output_dir: str) -> Optional[SemSegEvaluator]:
+    if not MetadataCatalog.get(dataset_name).get("sem_seg_root"):
+        logging.getLogger(__name__).warning(
+            f"MODEL.MASK_FORMER.TEST.SEMANTIC_ON is set but dataset {dataset_name!r} has no sem_seg_root "
+            "(semantic labels) in its metadata: mIoU is not evaluated"
+        )
+        return None
+    return _semantic(cfg, dataset_name, output_dir)
+
+
 def _panoptic_instance(cfg, dataset_name: str, output_dir: str) -> Optional[InstanceSegEvaluator]:
-    if not hasattr(MetadataCatalog.get(dataset_name), "json_file"):
+    if not MetadataCatalog.get(dataset_name).get("json_file"):
         logging.getLogger(__name__).warning(
             f"MODEL.MASK_FORMER.TEST.INSTANCE_ON is set but dataset {dataset_name!r} has no json_file "
             "(COCO instance annotations) in its metadata: mask AP is not evaluated"
@@ -64,7 +74,7 @@ def _cityscapes_instance(cfg, dataset_name: str, output_dir: str) -> CityscapesI
 
 _PANOPTIC = (
     _only_if("PANOPTIC_ON", _panoptic),
-    _only_if("SEMANTIC_ON", _semantic),
+    _only_if("SEMANTIC_ON", _panoptic_semantic),
     _only_if("INSTANCE_ON", _panoptic_instance),
 )
 
