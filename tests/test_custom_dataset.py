@@ -198,6 +198,9 @@ def test_train_net_reports_a_num_classes_mismatch_before_starting(demo_files, tm
     assert "NUM_CLASSES is 80" in error and "my_coco_instance.yaml" in error and "NUM_CLASSES 3" in error
     assert train_net.cli(args[:2] + ["--dataset", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml does not exist" in capsys.readouterr().err
+    unregister(description_file)
+    assert train_net.cli(args[:2] + overrides) == 2
+    assert "names 'my_coco_instance_train', which is not a registered dataset: pass" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import yaml
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.colormap import colormap
 
 from .loaders import load_coco_instances
@@ -394,17 +394,22 @@ def _num_classes_of(metadata) -> int:
 
 def check_config(cfg) -> None:
     """
-    Check a config against the described datasets it names in ``DATASETS.TRAIN`` / ``TEST``:
-    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` must be their number of classes, ``INPUT.DATASET_MAPPER_NAME``
-    must fit the training datasets' format, and semantic datasets (no thing classes) cannot be
-    evaluated with panoptic or instance outputs on. Datasets not registered from a description
-    file are not checked.
+    Check a config against the datasets it names in ``DATASETS.TRAIN`` / ``TEST``. Each must be
+    registered; for those registered from a description file, ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``
+    must be their number of classes, ``INPUT.DATASET_MAPPER_NAME`` must fit the training datasets'
+    format, and semantic datasets (no thing classes) cannot be evaluated with panoptic or instance
+    outputs on.
 
     Raises:
         DatasetDescriptionError: naming the config key, the dataset and its description file.
     """
     for role in ("TRAIN", "TEST"):
         for name in cfg.DATASETS[role]:
+            if name not in DatasetCatalog.list():
+                raise DatasetDescriptionError(
+                    f"DATASETS.{role} names {name!r}, which is not a registered dataset: pass the description "
+                    "file that defines it with --dataset FILE (see datasets/README.md for the built-in ones)"
+                )
             metadata = MetadataCatalog.get(name)
             if metadata.get(DESCRIPTION_KEY) is None:
                 continue
