@@ -137,11 +137,11 @@ def _semantic_classes(file: str, classes) -> List[Dict]:
     return parsed
 
 
-def _require_unique_names(source: str, key: str, classes: List[Dict]) -> None:
+def _require_unique_names(description_file: str, where: str, classes: List[Dict]) -> None:
     seen = set()
     for cat in classes:
         if cat["name"] in seen:
-            raise _error(source, f"{key}: class name {cat['name']!r} appears twice")
+            raise _error(description_file, f"{where}: class name {cat['name']!r} appears twice")
         seen.add(cat["name"])
 
 
@@ -173,7 +173,7 @@ def _json_categories(description_file: str, path: str, key: str, *, panoptic: bo
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise _error(description_file, f"{path}: category ids {duplicates} appear more than once")
-    _require_unique_names(path, "categories", parsed)
+    _require_unique_names(description_file, f"{path} categories", parsed)
     return parsed
 
 
