@@ -13,6 +13,8 @@ Examples::
     python train_net.py --config-file CONFIG --resume
     # evaluate a checkpoint (it must initialize every parameter: see --allow-random-weights)
     python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+    # your own data: register the splits of a dataset description file (README, "Your own data")
+    python train_net.py --config-file CONFIG --dataset mydata.yaml DATASETS.TRAIN "('mydata_train',)" ...
 """
 import sys
 
@@ -23,12 +25,18 @@ from detectron2.utils.logger import setup_logger
 
 import mask_former  # noqa: F401  (registers the model, datasets and mappers)
 from mask_former.checkpoint import CheckpointError, InferenceCheckpointer, add_random_weights_flag, random_weights_opts
+from mask_former.data.datasets.custom import DatasetDescriptionError, check_config, register_dataset_descriptions
 from mask_former.engine import ConfigError, Trainer, build_config, launch
 
 
 def run_config(args):
-    """The config file merged with the command line's overrides."""
-    return build_config(args.config_file, args.opts + random_weights_opts(args))
+    """Register the ``--dataset`` splits (in every process: each runs ``main``), then build the
+    config file merged with the command line's overrides, checked against the described datasets
+    it names."""
+    register_dataset_descriptions(args.dataset)
+    cfg = build_config(args.config_file, args.opts + random_weights_opts(args))
+    check_config(cfg)
+    return cfg
 
 
 def setup(args):
@@ -65,9 +73,16 @@ def main(args):
 
 
 def argument_parser():
-    """detectron2's ``default_argument_parser`` with ``--allow-random-weights``."""
+    """detectron2's ``default_argument_parser`` with ``--allow-random-weights`` and ``--dataset``."""
     parser = default_argument_parser()
     add_random_weights_flag(parser)
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="dataset description file whose splits are registered as <name>_<split> (may be repeated)",
+    )
     return parser
 
 
@@ -85,7 +100,7 @@ def cli(argv=None) -> int:
             args=(args,),
             device=cfg.MODEL.DEVICE,
         )
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, DatasetDescriptionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

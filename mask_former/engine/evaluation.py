@@ -41,20 +41,28 @@ def _only_if(output: str, build: EvaluatorBuilder) -> EvaluatorBuilder:
     return build_if_on
 
 
-def _with_instances_json(build: EvaluatorBuilder) -> EvaluatorBuilder:
-    """``build``, or None with a warning where the dataset has no COCO instance annotations
-    (``json_file``) to compute mask AP against (e.g. Mapillary Vistas panoptic)."""
+def _with_metadata(key: str, what: str, output: str, metric: str) -> Callable[[EvaluatorBuilder], EvaluatorBuilder]:
+    """A wrapper of builders: ``build``, or None with a warning where the dataset's metadata has no
+    ``key`` (the ``what`` that ``metric`` is computed against), e.g. Mapillary Vistas panoptic has
+    no COCO instance json, a panoptic dataset of your own may have no semantic labels."""
 
-    def build_if_annotated(cfg, dataset_name: str, output_dir: str) -> Optional[DatasetEvaluator]:
-        if MetadataCatalog.get(dataset_name).get("json_file") is None:
-            logging.getLogger(__name__).warning(
-                f"MODEL.MASK_FORMER.TEST.INSTANCE_ON is set but dataset {dataset_name!r} has no json_file "
-                "(COCO instance annotations) in its metadata: mask AP is not evaluated"
-            )
-            return None
-        return build(cfg, dataset_name, output_dir)
+    def wrap(build: EvaluatorBuilder) -> EvaluatorBuilder:
+        def build_if_annotated(cfg, dataset_name: str, output_dir: str) -> Optional[DatasetEvaluator]:
+            if MetadataCatalog.get(dataset_name).get(key) is None:
+                logging.getLogger(__name__).warning(
+                    f"MODEL.MASK_FORMER.TEST.{output} is set but dataset {dataset_name!r} has no {key} "
+                    f"({what}) in its metadata: {metric} is not evaluated"
+                )
+                return None
+            return build(cfg, dataset_name, output_dir)
 
-    return build_if_annotated
+        return build_if_annotated
+
+    return wrap
+
+
+_with_instances_json = _with_metadata("json_file", "COCO instance annotations", "INSTANCE_ON", "mask AP")
+_with_semantic_labels = _with_metadata("sem_seg_root", "semantic labels", "SEMANTIC_ON", "mIoU")
 
 
 def _semantic(cfg, dataset_name: str, output_dir: str) -> SemSegEvaluator:
@@ -90,11 +98,12 @@ def _cityscapes_instance(cfg, dataset_name: str, output_dir: str) -> CityscapesI
     return CityscapesInstanceEvaluator(dataset_name)
 
 
-_SEMANTIC_IF_ON = _only_if("SEMANTIC_ON", _semantic)
 _PANOPTIC_IF_ON = _only_if("PANOPTIC_ON", _panoptic)
 _COCO_INSTANCE_IF_ON = _only_if("INSTANCE_ON", _with_instances_json(_coco_instance))
 _PANOPTIC_INSTANCE_IF_ON = _only_if("INSTANCE_ON", _with_instances_json(_panoptic_instance))
 _CITYSCAPES_SEMANTIC_IF_ON = _only_if("SEMANTIC_ON", _cityscapes_semantic)
+# Panoptic datasets carry semantic labels in upstream's registrations, not always in one's own.
+_PANOPTIC_SEMANTIC_IF_ON = _only_if("SEMANTIC_ON", _with_semantic_labels(_semantic))
 
 EvaluatorTable = Dict[str, Tuple[EvaluatorBuilder, ...]]
 
@@ -103,9 +112,9 @@ MASKFORMER_EVALUATORS: EvaluatorTable = {
     "coco": (_coco_instance,),
     # COCO panoptic has no semantic labels (coco_2017_val_panoptic): PQ only.
     "coco_panoptic_seg": (_PANOPTIC_IF_ON,),
-    "ade20k_panoptic_seg": (_SEMANTIC_IF_ON, _PANOPTIC_IF_ON),
+    "ade20k_panoptic_seg": (_PANOPTIC_SEMANTIC_IF_ON, _PANOPTIC_IF_ON),
     # Not in v1; evaluated like ADE20K panoptic, the other panoptic dataset with semantic labels.
-    "mapillary_vistas_panoptic_seg": (_SEMANTIC_IF_ON, _PANOPTIC_IF_ON),
+    "mapillary_vistas_panoptic_seg": (_PANOPTIC_SEMANTIC_IF_ON, _PANOPTIC_IF_ON),
     "cityscapes_sem_seg": (_cityscapes_semantic,),
     "cityscapes_instance": (_cityscapes_instance,),
     "cityscapes_panoptic_seg": (_PANOPTIC_IF_ON, _CITYSCAPES_SEMANTIC_IF_ON),
@@ -116,9 +125,9 @@ of a panoptic dataset)."""
 MASK2FORMER_EVALUATORS: EvaluatorTable = {
     "sem_seg": (_semantic,),
     "coco": (_coco_instance,),
-    "coco_panoptic_seg": (_PANOPTIC_IF_ON, _COCO_INSTANCE_IF_ON, _SEMANTIC_IF_ON),
-    "ade20k_panoptic_seg": (_SEMANTIC_IF_ON, _PANOPTIC_IF_ON, _PANOPTIC_INSTANCE_IF_ON),
-    "mapillary_vistas_panoptic_seg": (_PANOPTIC_IF_ON, _PANOPTIC_INSTANCE_IF_ON, _SEMANTIC_IF_ON),
+    "coco_panoptic_seg": (_PANOPTIC_IF_ON, _COCO_INSTANCE_IF_ON, _PANOPTIC_SEMANTIC_IF_ON),
+    "ade20k_panoptic_seg": (_PANOPTIC_SEMANTIC_IF_ON, _PANOPTIC_IF_ON, _PANOPTIC_INSTANCE_IF_ON),
+    "mapillary_vistas_panoptic_seg": (_PANOPTIC_IF_ON, _PANOPTIC_INSTANCE_IF_ON, _PANOPTIC_SEMANTIC_IF_ON),
     "cityscapes_sem_seg": (_cityscapes_semantic,),
     "cityscapes_instance": (_cityscapes_instance,),
     "cityscapes_panoptic_seg": (
