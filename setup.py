@@ -84,29 +84,44 @@ def cpu_extensions():
         sorted(glob.glob(os.path.join(CPU_SOURCES, "*.cpp"))),
         include_dirs=[os.path.abspath(CUDA_SOURCES)],
         depends=sorted(glob.glob(os.path.join(CUDA_SOURCES, "*.h"))),
-        extra_compile_args={"cxx": ["-O3", "-fopenmp"]},
+        extra_compile_args={"cxx": ["-O3", "-g0", "-fopenmp"]},
         extra_link_args=["-fopenmp"],
     )
     return [extension]
 
 
 def build_ext_command():
-    """torch's BuildExtension, except that a failed build of the CPU extension is a message, not an error:
-    the package works without it."""
+    """torch's BuildExtension, except that a failed build of the CPU extension (in torch's compiler checks or
+    in compiling it) is a message, not an error: the package works without it."""
     from torch.utils.cpp_extension import BuildExtension
 
+    def skip_cpu_extension(error):
+        print(
+            f"[mask_former] building {CPU_EXTENSION} failed ({type(error).__name__}: {error}); installing without "
+            "it: deformable attention on the CPU uses the PyTorch reference",
+            file=sys.stderr,
+        )
+
     class BuildExtensionCpuOptional(BuildExtension):
+        def build_extensions(self):
+            try:
+                return super().build_extensions()
+            except Exception as error:  # torch's compiler checks: retry without the CPU extension
+                if not any(ext.name == CPU_EXTENSION for ext in self.extensions):
+                    raise
+                skip_cpu_extension(error)
+                self.extensions = [ext for ext in self.extensions if ext.name != CPU_EXTENSION]
+                if self.extensions:
+                    super().build_extensions()
+
         def build_extension(self, ext):
             if ext.name != CPU_EXTENSION:
                 return super().build_extension(ext)
             try:
                 return super().build_extension(ext)
             except Exception as error:  # any compiler or toolchain failure: fall back to the reference
-                print(
-                    f"[mask_former] building {CPU_EXTENSION} failed ({type(error).__name__}: {error}); installing "
-                    "without it: deformable attention on the CPU uses the PyTorch reference",
-                    file=sys.stderr,
-                )
+                skip_cpu_extension(error)
+                self.extensions = [other for other in self.extensions if other.name != CPU_EXTENSION]
 
     return BuildExtensionCpuOptional
 
