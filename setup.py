@@ -14,15 +14,28 @@ from setuptools import find_packages, setup
 CUDA_SOURCES = os.path.join("mask_former", "ops", "csrc")
 CPU_SOURCES = os.path.join(CUDA_SOURCES, "cpu")
 CPU_EXTENSION = "mask_former._C_cpu"
-DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
+# Built where no GPU is visible (and TORCH_CUDA_ARCH_LIST is unset): Turing (T4, sm_75), A100 (sm_80),
+# Ampere/Ada consumer and workstation cards (sm_86; sm_89 runs its code), Hopper (sm_90), and PTX
+# of sm_90 that newer GPUs compile when loading. CUDA 13 has no targets older than sm_75.
+DEFAULT_CUDA_ARCHS = "7.5;8.0;8.6;9.0+PTX"
+
+
+def gpu_visible() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def cuda_build_environment():
-    """Defaults for building without a GPU: the toolkit in /usr/local/cuda (torch would otherwise guess
-    the prefix of an ``nvcc`` wrapper) and the architectures to compile for."""
+    """The toolkit in /usr/local/cuda (torch would otherwise guess the prefix of an ``nvcc`` wrapper), and,
+    only where no GPU is visible, the architectures to compile for: with a GPU, torch's own detection
+    (the visible GPUs' architectures) is left alone."""
     if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and os.path.isdir("/usr/local/cuda"):
         os.environ["CUDA_HOME"] = "/usr/local/cuda"
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+    if not gpu_visible():
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
 
 
 def cuda_library_include_dirs():
@@ -40,13 +53,8 @@ def cuda_library_include_dirs():
 
 def cuda_extensions():
     """The ``mask_former._C`` extension where CUDA can be compiled: a visible GPU, or FORCE_CUDA=1."""
-    if os.environ.get("FORCE_CUDA", "0") != "1":
-        if importlib.util.find_spec("torch") is None:
-            return []
-        import torch
-
-        if not torch.cuda.is_available():
-            return []
+    if os.environ.get("FORCE_CUDA", "0") != "1" and not gpu_visible():
+        return []
     cuda_build_environment()
     from torch.utils.cpp_extension import CUDAExtension
 

@@ -147,6 +147,53 @@ def test_env_cpu_on_cuda_inputs_is_an_error(monkeypatch):
         ms_deform_attn(*make_inputs(ODD_LEVELS, device="cuda"))
 
 
+class CudaLikeValue:
+    """Stands for a CUDA tensor where there is no GPU: only its device is read before the probe."""
+
+    device = torch.device("cuda", 0)
+
+
+def gpu_without_kernel_image(monkeypatch):
+    ops.cuda_kernel_image_problem.cache_clear()
+    monkeypatch.setattr(ops, "load_extension", lambda name: object())
+
+    def probe(device):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(ops, "_run_cuda_probe", probe)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (12, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "A GPU from the future")
+
+
+def test_gpu_without_kernel_image_falls_back_to_the_reference_with_the_reason(monkeypatch):
+    gpu_without_kernel_image(monkeypatch)
+    name, reason = choose_implementation(CudaLikeValue())
+    ops.cuda_kernel_image_problem.cache_clear()
+    assert name == "pytorch"
+    assert "no kernel image for A GPU from the future (sm_120)" in reason
+    assert "TORCH_CUDA_ARCH_LIST=12.0" in reason
+
+
+def test_gpu_without_kernel_image_is_an_error_when_the_kernel_is_forced(monkeypatch):
+    gpu_without_kernel_image(monkeypatch)
+    monkeypatch.setenv(IMPLEMENTATION_ENV, "cuda")
+    with pytest.raises(RuntimeError, match="MASK_FORMER_DEFORM_ATTN=cuda but .* no kernel image"):
+        choose_implementation(CudaLikeValue())
+    ops.cuda_kernel_image_problem.cache_clear()
+
+
+def test_other_cuda_errors_of_the_probe_are_not_hidden(monkeypatch):
+    gpu_without_kernel_image(monkeypatch)
+
+    def probe(device):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(ops, "_run_cuda_probe", probe)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        choose_implementation(CudaLikeValue())
+    ops.cuda_kernel_image_problem.cache_clear()
+
+
 def test_model_runs_without_the_cpu_op(monkeypatch):
     """The package works with the extension absent: a Mask2Former pixel decoder layer trains on the reference."""
     from mask_former.ops.ms_deform_attn_module import MSDeformAttn

@@ -56,6 +56,37 @@ KERNELS: Dict[str, Tuple[str, str, str]] = {
 }
 
 
+NO_KERNEL_IMAGE = "no kernel image is available"
+"""CUDA's message when a binary holds no code for the GPU's architecture (nor PTX it can compile)."""
+
+
+def _run_cuda_probe(device: torch.device) -> None:
+    """One tiny call of the CUDA kernel on ``device``, synchronized so that a launch error surfaces."""
+    value = torch.zeros(1, 1, 1, 1, device=device)
+    shapes = torch.ones(1, 2, dtype=torch.long, device=device)
+    start = torch.zeros(1, dtype=torch.long, device=device)
+    locations = torch.full((1, 1, 1, 1, 1, 2), 0.5, device=device)
+    _cuda_kernel(value, shapes, start, locations, torch.ones(1, 1, 1, 1, 1, device=device))
+    torch.cuda.synchronize(device)
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_kernel_image_problem(device: torch.device) -> Optional[str]:
+    """Why the built CUDA kernel cannot run on the GPU ``device`` (it was compiled for other
+    architectures), or None when it can. Probed once per device."""
+    try:
+        _run_cuda_probe(device)
+    except RuntimeError as error:
+        if NO_KERNEL_IMAGE not in str(error):
+            raise
+        major, minor = torch.cuda.get_device_capability(device)
+        return (
+            f"{EXTENSION} has no kernel image for {torch.cuda.get_device_name(device)} (sm_{major}{minor}): rebuild "
+            f"it with TORCH_CUDA_ARCH_LIST={major}.{minor} FORCE_CUDA=1 pip install -e ."
+        )
+    return None
+
+
 def kernel_unavailable_reason(kernel: str, value: torch.Tensor) -> Optional[str]:
     """Why ``kernel`` (a key of :data:`KERNELS`) cannot run on ``value``, or None when it can."""
     device, extension, build = KERNELS[kernel]
@@ -63,6 +94,8 @@ def kernel_unavailable_reason(kernel: str, value: torch.Tensor) -> Optional[str]
         return f"the inputs are on {value.device.type}"
     if load_extension(extension) is None:
         return f"the extension {extension} is not built ({build})"
+    if kernel == "cuda":
+        return cuda_kernel_image_problem(value.device)
     return None
 
 
@@ -120,6 +153,7 @@ def ms_deform_attn(
 __all__ = [
     "IMPLEMENTATION_ENV",
     "choose_implementation",
+    "cuda_kernel_image_problem",
     "is_deterministic",
     "ms_deform_attn",
     "ms_deform_attn_cpu",
