@@ -1,8 +1,10 @@
 """MaskFormer (v1) configs get v1's criterion, matcher and panoptic merge; Mask2Former's keep theirs."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from detectron2.modeling import build_model
+from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import Instances
 
 from helpers import tiny_cfg
@@ -87,3 +89,26 @@ def test_v1_model_merges_panoptic_by_argmax_alone(monkeypatch):
         with torch.no_grad():
             model([{"image": torch.zeros(3, 64, 64, dtype=torch.uint8)}])
     assert calls == [False, True]
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_v1_semantic_postprocessing_order_is_upstreams(before):
+    """v1: resize the mask logits to the output size before the semantic inference when
+    SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE (or PANOPTIC_ON), else resize the semantic scores."""
+    cfg = v1_cfg()
+    cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = False
+    cfg.MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = before
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    image = torch.randint(0, 256, (3, 60, 70), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        [result] = model([{"image": image, "height": 90, "width": 100}])
+        images = model.preprocess_images([{"image": image}])
+        outputs = model.sem_seg_head(model.backbone(images.tensor))
+    mask_cls = outputs["pred_logits"][0].softmax(-1)[:, :-1]
+    mask_pred = F.interpolate(outputs["pred_masks"], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False)[0]
+    if before:
+        expected = torch.einsum("qc,qhw->chw", mask_cls, sem_seg_postprocess(mask_pred, (60, 70), 90, 100).sigmoid())
+    else:
+        expected = sem_seg_postprocess(torch.einsum("qc,qhw->chw", mask_cls, mask_pred.sigmoid()), (60, 70), 90, 100)
+    torch.testing.assert_close(result["sem_seg"], expected, atol=1e-5, rtol=1e-5)
