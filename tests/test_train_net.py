@@ -381,9 +381,9 @@ def test_param_groups_follow_the_solver_config():
 
     assert hyperparams("backbone.patch_embed.proj.weight") == (pytest.approx(0.1), 0.5)
     assert hyperparams("backbone.norm0.weight") == (pytest.approx(0.1), 0.25)
-    assert hyperparams("backbone.layers.0.blocks.0.attn.relative_position_bias_table") == (pytest.approx(0.1), 0.125)
+    assert hyperparams("backbone.layers.0.blocks.0.attn.relative_position_bias_table") == (pytest.approx(0.1), 0.0)
     assert hyperparams("sem_seg_head.predictor.query_feat.weight") == (1.0, 0.125)
-    assert hyperparams("sem_seg_head.pixel_decoder.transformer.level_embed") == (1.0, 0.125)
+    assert hyperparams("sem_seg_head.pixel_decoder.transformer.level_embed") == (1.0, 0.5)
     assert hyperparams("sem_seg_head.predictor.class_embed.weight") == (1.0, 0.5)
 
 

@@ -30,6 +30,7 @@ def panoptic_inference(
     thing_classes: set,
     object_mask_threshold: float,
     overlap_threshold: float,
+    require_mask_confidence: bool = True,
 ) -> Tuple[Tensor, List[Dict]]:
     """MaskFormer's general panoptic inference.
 
@@ -42,6 +43,8 @@ def panoptic_inference(
         mask_cls: ``[Q, K+1]`` logits; mask_prob: ``[Q, H, W]`` mask probabilities.
         num_classes: K.
         thing_classes: contiguous ids of the thing classes.
+        require_mask_confidence: a pixel also needs its query's mask probability >= 0.5
+            (Mask2Former); False: the argmax alone decides (MaskFormer v1).
 
     Returns:
         ``panoptic_seg`` int32 ``[H, W]`` (0 = void) and ``segments_info``, a list of dicts with
@@ -63,7 +66,7 @@ def panoptic_inference(
     # Areas for every kept query at once; only the merge below needs a loop.
     owned_areas = owned.flatten(1).sum(1).tolist()
     original_areas = confident.flatten(1).sum(1).tolist()
-    segment_masks = owned & confident
+    segment_masks = owned & confident if require_mask_confidence else owned
     segment_areas = segment_masks.flatten(1).sum(1).tolist()
     stuff_segment_ids = {}
     current_id = 0
