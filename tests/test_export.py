@@ -1,0 +1,143 @@
+"""Export to ONNX / torch.export and the torch-free runtime (mask_former.export)."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from helpers import golden_cfg, tiny_cfg
+from mask_former.export import FORMAT_VERSION, ExportedPredictor, load_exported
+from mask_former.export.exporter import export_model
+
+V1 = {"pixel_decoder": "BasePixelDecoder", "transformer_decoder": "StandardTransformerDecoder", "in_feature": "res5"}
+SIZES = [(300, 352), (257, 419)]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def eager(model, image):
+    with torch.no_grad():
+        return model([{"image": torch.from_numpy(image).permute(2, 0, 1).contiguous()}])[0]
+
+
+def assert_same_as_eager(expected, result):
+    assert set(result) == set(expected)
+    if "sem_seg" in expected:
+        assert result["sem_seg"].dtype == np.float32
+        np.testing.assert_allclose(result["sem_seg"], expected["sem_seg"].numpy(), atol=1e-4, rtol=1e-4)
+    if "panoptic_seg" in expected:
+        seg, info = result["panoptic_seg"]
+        assert seg.dtype == np.int32
+        assert info == expected["panoptic_seg"][1]
+        assert (seg == expected["panoptic_seg"][0].numpy()).mean() >= 0.995
+    if "instances" in expected:
+        # torch's topk(sorted=False) order is its own; onnxruntime's TopK returns the same pairs sorted.
+        ours = instances_in_score_order(result["instances"])
+        theirs = instances_in_score_order({
+            "scores": expected["instances"].scores.numpy(), "pred_classes": expected["instances"].pred_classes.numpy(),
+            "pred_masks": expected["instances"].pred_masks.bool().numpy(),
+        })
+        assert result["instances"]["pred_masks"].dtype == bool
+        np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(ours["pred_classes"], theirs["pred_classes"])
+        assert (ours["pred_masks"] == theirs["pred_masks"]).mean() >= 0.999
+
+
+def instances_in_score_order(instances):
+    order = np.lexsort((instances["pred_classes"], -np.round(instances["scores"], 5)))
+    return {k: v[order] for k, v in instances.items()}
+
+
+def random_image(shape, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, shape + (3,)).astype(np.uint8)
+
+
+@pytest.fixture(scope="module", params=["maskformer_v1"])
+def tiny_export(request, tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(**(V1 if request.param == "maskformer_v1" else {}))
+    model = build_model(cfg).eval()
+    directory = tmp_path_factory.mktemp(request.param)
+    export_model(model, cfg, "onnx", directory)
+    return model, directory
+
+
+@pytest.mark.parametrize("shape", SIZES)
+def test_onnx_export_matches_eager_at_any_size(tiny_export, shape):
+    model, directory = tiny_export
+    image = random_image(shape)
+    result = load_exported(directory)(image)
+    assert result["sem_seg"].shape[-2:] == shape
+    assert_same_as_eager(eager(model, image), result)
+
+
+def test_meta_records_tasks_and_thresholds(tiny_export):
+    model, directory = tiny_export
+    meta = json.loads((directory / "meta.json").read_text())
+    assert meta["format_version"] == FORMAT_VERSION and meta["format"] == "onnx"
+    assert meta["tasks"] == ["semantic", "panoptic", "instance"]
+    assert meta["overlap_threshold"] == model.overlap_threshold and meta["input_format"] == "BGR"
+    assert meta["thing_classes"] == sorted(model.thing_classes())
+
+
+def test_runtime_imports_without_torch(tiny_export):
+    _, directory = tiny_export
+    script = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "detectron2"):
+                    raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)")
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        from mask_former.export import load_exported
+        result = load_exported({str(directory)!r})(np.zeros((64, 80, 3), np.uint8))
+        assert "torch" not in sys.modules
+        print(sorted(result), result["panoptic_seg"][0].shape)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT,
+                         env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "['instances', 'panoptic_seg', 'sem_seg'] (64, 80)" in out.stdout
+
+
+def fake_predictor(**meta):
+    return ExportedPredictor({"input_format": "RGB", "tasks": ["semantic"], **meta}, run=lambda image: [image])
+
+
+def test_bad_images_are_errors():
+    predictor = fake_predictor()
+    with pytest.raises(TypeError, match="uint8"):
+        predictor(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        predictor(np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        predictor(np.zeros((8, 8), np.uint8))
+
+
+def test_directory_of_another_format_version_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        load_exported(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION + 1, "format": "onnx"}))
+    with pytest.raises(ValueError, match="format version"):
+        load_exported(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "format": "tflite", "tasks": ["semantic"]}))
+    with pytest.raises(ValueError, match="tflite"):
+        load_exported(tmp_path)
+
+
+def test_unsupported_format_and_config_are_named(tmp_path):
+    cfg = tiny_cfg()
+    model = build_model(cfg).eval()
+    with pytest.raises(ValueError, match="tensorrt"):
+        export_model(model, cfg, "tensorrt", tmp_path)
+    model.semantic_on = model.panoptic_on = model.instance_on = False
+    with pytest.raises(ValueError, match="SEMANTIC_ON"):
+        export_model(model, cfg, "onnx", tmp_path)
