@@ -49,6 +49,7 @@ class ExportableMaskFormer(nn.Module):
         self.model = model
         self.tasks = model_tasks(model)
         self.require_mask_confidence = getattr(model, "recipe", "mask2former") == "mask2former"
+        self.eval()
 
     def forward(self, image: Tensor) -> Tuple[Tensor, ...]:
         model = self.model
