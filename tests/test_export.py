@@ -141,3 +141,4 @@ def test_unsupported_format_and_config_are_named(tmp_path):
     model.semantic_on = model.panoptic_on = model.instance_on = False
     with pytest.raises(ValueError, match="SEMANTIC_ON"):
         export_model(model, cfg, "onnx", tmp_path)
+
