@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from helpers import golden_cfg, tiny_cfg
+from helpers import tiny_cfg
 from mask_former.export import FORMAT_VERSION, ExportedPredictor, load_exported
 from mask_former.export.exporter import export_model
 
