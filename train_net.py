@@ -11,8 +11,10 @@ Examples::
     python train_net.py --config-file CONFIG --num-gpus 2 MODEL.DEVICE cpu
     # continue an interrupted run exactly where it stopped
     python train_net.py --config-file CONFIG --resume
-    # evaluate a checkpoint
+    # evaluate a checkpoint (it must initialize every parameter: see --allow-random-weights)
     python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+    # your own data: register the splits of a dataset description file (README, "Your own data")
+    python train_net.py --config-file CONFIG --dataset mydata.yaml DATASETS.TRAIN "('mydata_train',)" ...
 """
 import sys
 
@@ -22,21 +24,37 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import mask_former  # noqa: F401  (registers the model, datasets and mappers)
-from mask_former.engine import AtomicCheckpointer, ConfigError, Trainer, build_config, launch
+from mask_former.checkpoint import CheckpointError, InferenceCheckpointer, add_random_weights_flag, random_weights_opts
+from mask_former.data.datasets.custom import DatasetDescriptionError, check_config, register_dataset_descriptions
+from mask_former.engine import ConfigError, Trainer, build_config, launch
+
+
+def run_config(args):
+    """Register the ``--dataset`` splits (in every process: each runs ``main``), then build the
+    config file merged with the command line's overrides, checked against the described datasets
+    it names."""
+    register_dataset_descriptions(args.dataset)
+    cfg = build_config(args.config_file, args.opts + random_weights_opts(args))
+    check_config(cfg)
+    return cfg
 
 
 def setup(args):
     """The run's config, with detectron2's default setup (logging, seeding, config backup)."""
-    cfg = build_config(args.config_file, args.opts)
+    cfg = run_config(args)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask_former")
     return cfg
 
 
 def evaluate(cfg, resume: bool):
-    """Evaluate ``MODEL.WEIGHTS`` (or, with ``resume``, the last checkpoint of ``OUTPUT_DIR``)."""
+    """Evaluate ``MODEL.WEIGHTS`` (or, with ``resume``, the last checkpoint of ``OUTPUT_DIR``), which
+    must initialize every parameter unless ``MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS``."""
     model = Trainer.build_model(cfg)
-    AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    checkpointer = InferenceCheckpointer(
+        model, save_dir=cfg.OUTPUT_DIR, allow_random_weights=cfg.MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS
+    )
+    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     results = Trainer.test(cfg, model)
     if cfg.TEST.AUG.ENABLED:
         results.update(Trainer.test_with_TTA(cfg, model))
@@ -54,23 +72,37 @@ def main(args):
     return trainer.train()
 
 
+def argument_parser():
+    """detectron2's ``default_argument_parser`` with ``--allow-random-weights`` and ``--dataset``."""
+    parser = default_argument_parser()
+    add_random_weights_flag(parser)
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="dataset description file whose splits are registered as <name>_<split> (may be repeated)",
+    )
+    return parser
+
+
 def cli(argv=None) -> int:
-    args = default_argument_parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     try:
-        cfg = build_config(args.config_file, args.opts)
-    except ConfigError as e:
+        cfg = run_config(args)
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            device=cfg.MODEL.DEVICE,
+        )
+    except (ConfigError, CheckpointError, DatasetDescriptionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-        device=cfg.MODEL.DEVICE,
-    )
     return 0
 
 

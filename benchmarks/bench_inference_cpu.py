@@ -6,7 +6,9 @@
 Builds the model with random weights (no checkpoint is needed for timing), runs warm-up passes,
 then reports the median of ``--runs`` timed passes on one ``size x size`` image with the
 config's semantic / panoptic / instance inference (all three switched on by default, as the
-COCO panoptic config does). Prints one markdown table row with the machine.
+COCO panoptic config does). ``--deform-attn`` picks the deformable-attention implementation
+(``MASK_FORMER_DEFORM_ATTN``; ``pytorch`` is the upstream computation). Prints one markdown table row
+with the implementation used and the machine. ``bench_train_cpu.py`` runs both side by side.
 """
 import argparse
 import os
@@ -31,6 +33,10 @@ def parse_args(argv=None):
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--deform-attn", choices=["auto", "pytorch", "cpu"], default=None,
+        help="sets MASK_FORMER_DEFORM_ATTN (default: the environment's, else auto)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return parser.parse_args(argv)
 
@@ -62,16 +68,19 @@ def time_inference(model, size, runs, warmup):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.deform_attn:
+        os.environ[mask_former.ops.IMPLEMENTATION_ENV] = args.deform_attn
     if args.threads:
         torch.set_num_threads(args.threads)
     model = build(args)
     times = time_inference(model, args.size, args.runs, args.warmup)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    print("| config | input | median s | min s | runs | torch | machine |")
-    print("|---|---|---|---|---|---|---|")
+    deform_attn = mask_former.ops.choose_implementation(torch.zeros(1))[0]
+    print("| config | input | median s | min s | runs | deform attn | torch | machine |")
+    print("|---|---|---|---|---|---|---|---|")
     print(
         f"| {args.config_file} | {args.size}x{args.size} | {statistics.median(times):.3f} | {min(times):.3f} | "
-        f"{args.runs} | {torch.__version__} | {machine} |"
+        f"{args.runs} | {deform_attn} | {torch.__version__} | {machine} |"
     )
 
 

@@ -9,7 +9,6 @@ Writes <root>/coco/panoptic_semseg_{train2017,val2017}/*.png
 Existing outputs are kept, so an interrupted run resumes.
 """
 
-import json
 import os
 from typing import Dict, List
 
@@ -18,6 +17,7 @@ from panopticapi.utils import rgb2id
 from PIL import Image
 
 from mask_former.data.datasets import coco_panoptic_metadata
+from mask_former.data.datasets.loaders import read_panoptic_annotations
 from mask_former.data.datasets.preparation import (
     prepare_arg_parser,
     require_input,
@@ -39,8 +39,7 @@ def split_jobs(coco: str, split: str):
     json_file = require_input(os.path.join(coco, "annotations", f"panoptic_{split}.json"))
     panoptic_dir = require_input(os.path.join(coco, f"panoptic_{split}"))
     output_dir = os.path.join(coco, f"panoptic_semseg_{split}")
-    with open(json_file) as f:
-        annotations = json.load(f)["annotations"]
+    annotations = read_panoptic_annotations(json_file)
     for ann in annotations:
         for segment in ann["segments_info"]:
             if segment["category_id"] not in LABEL_OF_CATEGORY:

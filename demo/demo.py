@@ -6,6 +6,11 @@ Examples::
 
     python demo/demo.py --config-file CONFIG --input images/*.jpg --output vis/ --opts MODEL.WEIGHTS model.pth
     python demo/demo.py --config-file CONFIG --video-input clip.mp4 --output clip_vis.mp4 --opts MODEL.WEIGHTS model.pth
+    # a model trained on your own data: --dataset registers the splits its config names
+    python demo/demo.py --config-file CONFIG --dataset mydata.yaml --input a.jpg --output a_vis.png --opts ...
+
+MODEL.WEIGHTS must initialize every parameter of the model; ``--allow-random-weights`` runs an
+untrained model anyway.
 """
 import argparse
 import glob
@@ -22,6 +27,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mask_former  # noqa: E402,F401  (registers the model and datasets)
+from mask_former.checkpoint import CheckpointError, add_random_weights_flag, random_weights_opts  # noqa: E402
+from mask_former.data.datasets.custom import (  # noqa: E402
+    DatasetDescriptionError,
+    check_config,
+    register_dataset_descriptions,
+)
 from mask_former.engine import ConfigError, build_config  # noqa: E402
 from predictor import TASKS, VisualizationDemo  # noqa: E402
 
@@ -47,8 +58,16 @@ def get_parser() -> argparse.ArgumentParser:
         help="where to write the drawings: a folder, or for one image / a video a file "
         f"({', '.join(IMAGE_EXTENSIONS)} / {', '.join(VIDEO_CODECS)}); without it they are shown in a window",
     )
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="dataset description file whose splits are registered as <name>_<split> (may be repeated)",
+    )
     parser.add_argument("--task", default="auto", choices=["auto", *TASKS], help="which predictions to draw")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of drawn instances")
+    add_random_weights_flag(parser)
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser
 
@@ -147,7 +166,9 @@ def run(args) -> None:
     if args.webcam and args.output:
         raise DemoError("--webcam shows the drawings in a window; --output is not supported with it")
     paths = expand_inputs(args.input) if args.input else None
-    cfg = build_config(args.config_file, args.opts)
+    register_dataset_descriptions(args.dataset)
+    cfg = build_config(args.config_file, args.opts + random_weights_opts(args))
+    check_config(cfg)
     demo = VisualizationDemo(cfg, task=args.task, confidence_threshold=args.confidence_threshold)
     if paths:
         run_on_images(demo, paths, args.output)
@@ -163,7 +184,7 @@ def main(argv=None) -> int:
     setup_logger()
     try:
         run(args)
-    except (ConfigError, DemoError) as e:
+    except (ConfigError, CheckpointError, DatasetDescriptionError, DemoError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

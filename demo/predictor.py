@@ -7,19 +7,23 @@ import numpy as np
 import torch
 
 import detectron2.data.transforms as T
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from tqdm import tqdm
 
-__all__ = ["BatchPredictor", "TASKS", "VisualizationDemo", "draw_predictions"]
+from mask_former.checkpoint import InferenceCheckpointer
+from mask_former.data.datasets.registration import model_classes
+
+__all__ = ["BatchPredictor", "TASKS", "VisualizationDemo", "draw_predictions", "visualizer_metadata"]
 
 
 class BatchPredictor:
     """
-    Like detectron2's ``DefaultPredictor`` (weights from ``MODEL.WEIGHTS``, BGR input converted to
+    Like detectron2's ``DefaultPredictor`` (weights from ``MODEL.WEIGHTS``, which must initialize
+    every parameter, see :class:`mask_former.checkpoint.InferenceCheckpointer`; BGR input converted to
     ``INPUT.FORMAT``, resized to ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, outputs at the input's
     resolution), but for a batch of images in one forward call.
 
@@ -36,7 +40,8 @@ class BatchPredictor:
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        allow_random_weights = cfg.MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS
+        InferenceCheckpointer(self.model, allow_random_weights=allow_random_weights).load(cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
 
@@ -65,6 +70,24 @@ class BatchPredictor:
             ``instances``, as the config turns them on).
         """
         return self.model([self.model_input(image) for image in images])
+
+
+def visualizer_metadata(metadata: Metadata) -> Metadata:
+    """
+    The metadata ``Visualizer`` is given for a model's predictions on a dataset: its thing and stuff
+    classes (and colors) are both those of every model class (see
+    :func:`mask_former.data.datasets.registration.model_classes`). The visualizer names a predicted
+    thing ``thing_classes[class id]`` and a stuff ``stuff_classes[class id]``, while the model's
+    class ids count both kinds: ADE20K panoptic has thing ids up to 149 and 100 thing classes, an
+    instance dataset has no stuff classes for a semantic drawing.
+    """
+    names, colors = model_classes(metadata)
+    drawn = ("thing_classes", "thing_colors", "stuff_classes", "stuff_colors")
+    view = {key: value for key, value in metadata.as_dict().items() if key not in drawn}
+    view.update(thing_classes=names, stuff_classes=names)
+    if colors is not None:
+        view.update(thing_colors=colors, stuff_colors=colors)
+    return Metadata(**view)
 
 
 def _draw_panoptic(visualizer: Visualizer, predictions: Dict, confidence_threshold: float) -> VisImage:
@@ -106,7 +129,8 @@ def draw_predictions(
     Args:
         image_rgb: ``[H, W, 3]`` uint8 RGB image.
         predictions: the model's output dict for it.
-        metadata: the dataset's metadata (class names and colors).
+        metadata: the dataset's metadata (class names and colors), as registered; the visualizer
+            gets its :func:`visualizer_metadata`.
         task: "panoptic", "semantic", "instance", or "auto" (the first of these in the outputs).
         confidence_threshold: minimum score of a drawn instance.
         scale: size of the drawing relative to the image.
@@ -123,7 +147,7 @@ def draw_predictions(
             f"Task {task!r} needs the model output {key!r}, which the config does not turn on "
             "(MODEL.MASK_FORMER.TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON)"
         )
-    visualizer = Visualizer(image_rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
+    visualizer = Visualizer(image_rgb, visualizer_metadata(metadata), scale=scale, instance_mode=ColorMode.IMAGE)
     return draw(visualizer, predictions, confidence_threshold)
 
 

@@ -19,6 +19,18 @@ def add_maskformer2_config(cfg):
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # Pad training images to this size divisibility (-1: no padding in the mapper).
     cfg.INPUT.SIZE_DIVISIBILITY = -1
+    # How the mask_former_* mappers pad to SIZE_DIVISIBILITY: "fixed" (upstream) to exactly
+    # SIZE_DIVISIBILITY x SIZE_DIVISIBILITY, cutting a larger image at the bottom and right as
+    # upstream does; "multiple" up to the next multiples of SIZE_DIVISIBILITY, never cutting.
+    cfg.INPUT.SIZE_DIVISIBILITY_PADDING = "fixed"
+    # Drop the targets whose mask became empty in augmentation (e.g. cropped away). False keeps
+    # them, as upstream does (coco_instance_lsj drops instances the crop removed, as upstream).
+    cfg.INPUT.DROP_EMPTY_TARGETS = False
+    # Cut instance polygons at the crop with shapely, as upstream (detectron2's
+    # transform_instance_annotations; needs the shapely package). False moves only their corners
+    # and lets drawing clip them: no shapely, but masks can differ from upstream's by a few
+    # pixels along the crop's border.
+    cfg.INPUT.CROP_POLYGONS_WITH_SHAPELY = True
     # Large-scale jitter (coco_*_lsj mappers): output size and the scale range of the resize.
     cfg.INPUT.IMAGE_SIZE = 1024
     cfg.INPUT.MIN_SCALE = 0.1
@@ -74,6 +86,10 @@ def add_maskformer2_config(cfg):
     # Loading a checkpoint whose parameter shapes differ from the model's is an error, unless
     # this is True (fine-tuning to other classes): then those parameters are skipped, as fvcore does.
     mf.ALLOW_CHECKPOINT_SHAPE_MISMATCH = False
+    # At evaluation and in the demo, empty MODEL.WEIGHTS or a checkpoint that leaves parameters
+    # uninitialized (or holds keys the model lacks) is an error, unless this is True: then the
+    # model runs with random parameters, with a warning. Training is not affected.
+    mf.ALLOW_RANDOM_WEIGHTS = False
 
     test = mf.TEST = CN()
     # Which inference outputs to produce; any combination is allowed.

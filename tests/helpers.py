@@ -58,3 +58,23 @@ def tiny_cfg(pixel_decoder="MSDeformAttnPixelDecoder", transformer_decoder="Mult
     cfg.DATASETS.TRAIN = ("coco_2017_train_panoptic",)
     cfg.TEST.DETECTIONS_PER_IMAGE = 10
     return cfg
+
+
+def cpu_sized_cfg(path):
+    """An upstream model-zoo config with the same components (meta-architecture, backbone type and
+    depth, pixel decoder, transformer decoder, head, recipe, classes, queries, decoder layers) but
+    narrow enough to train a step on a 64 x 64 image on the CPU in about a second."""
+    cfg = base_cfg()
+    cfg.merge_from_file(str(path))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    resnets = cfg.MODEL.RESNETS
+    if resnets.DEPTH >= 50:  # R18 / R34 need 64 channels at res2 and are small already
+        resnets.STEM_OUT_CHANNELS, resnets.RES2_OUT_CHANNELS, resnets.WIDTH_PER_GROUP = 8, 16, 4
+    swin = cfg.MODEL.SWIN
+    swin.EMBED_DIM, swin.NUM_HEADS, swin.DEPTHS = 16, [1, 2, 4, 8], [min(d, 2) for d in swin.DEPTHS]
+    head = cfg.MODEL.SEM_SEG_HEAD
+    head.CONVS_DIM = head.MASK_DIM = 32
+    mf = cfg.MODEL.MASK_FORMER
+    mf.HIDDEN_DIM, mf.DIM_FEEDFORWARD, mf.TRAIN_NUM_POINTS = 32, 64, 256
+    return cfg

@@ -5,6 +5,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from mask_former.engine import launch
 from mask_former.modeling.criterion import SetCriterion
 from mask_former.modeling.matcher import HungarianMatcher
 
@@ -194,13 +195,103 @@ def test_unknown_loss_name_raises():
         )
 
 
-def test_num_masks_is_averaged_over_workers(tmp_path):
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+# Targets of each worker: 5 masks on rank 0 and 1 on rank 1, so 3 per worker on average.
+TARGET_COUNTS_OF_RANK = [[2, 3], [1]]
+
+
+def _worker_inputs(rank):
+    torch.manual_seed(rank)
+    counts = TARGET_COUNTS_OF_RANK[rank]
+    return _random_outputs(batch_size=len(counts)), _random_targets(counts)
+
+
+def _losses_of(outputs, targets):
+    torch.manual_seed(100)  # the same point sampling in the workers and in the reference
+    return {name: value.item() for name, value in _criterion(num_points=64)(outputs, targets).items()}
+
+
+def _num_masks_worker(result_dir):
+    rank = dist.get_rank()
+    outputs, targets = _worker_inputs(rank)
+    torch.save(
+        {
+            "num_masks": SetCriterion._average_num_masks(targets, torch.device("cpu")),
+            "losses": _losses_of(outputs, targets),
+        },
+        f"{result_dir}/rank{rank}.pt",
     )
-    try:
-        targets = _random_targets([2, 3])
-        assert SetCriterion._average_num_masks(targets, torch.device("cpu")) == 5.0
-        assert SetCriterion._average_num_masks(_random_targets([0]), torch.device("cpu")) == 1.0
-    finally:
-        dist.destroy_process_group()
+
+
+def test_num_masks_is_averaged_over_workers(tmp_path):
+    launch(_num_masks_worker, 2, dist_url="auto", args=(str(tmp_path),), device="cpu")
+    for rank, counts in enumerate(TARGET_COUNTS_OF_RANK):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        assert result["num_masks"] == 3.0
+        alone = _losses_of(*_worker_inputs(rank))  # one process: normalized by its own count
+        scale = sum(counts) / 3.0
+        assert result["losses"]["loss_mask"] == pytest.approx(alone["loss_mask"] * scale, rel=1e-5)
+        assert result["losses"]["loss_dice"] == pytest.approx(alone["loss_dice"] * scale, rel=1e-5)
+        assert result["losses"]["loss_ce"] == pytest.approx(alone["loss_ce"], rel=1e-6)
+    assert SetCriterion._average_num_masks(_random_targets([0]), torch.device("cpu")) == 1.0
+
+
+def test_sigmoid_focal_loss_matches_torchvision():
+    from torchvision.ops import sigmoid_focal_loss as reference
+
+    from mask_former.modeling.criterion import sigmoid_focal_loss
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(5, 40) * 3, (torch.rand(5, 40) > 0.5).float()
+    for alpha, gamma in [(0.25, 2.0), (0.5, 1.0), (-1, 2.0)]:
+        expected = reference(logits, targets, alpha=alpha, gamma=gamma, reduction="none").mean(1)
+        torch.testing.assert_close(sigmoid_focal_loss(logits, targets, alpha, gamma), expected)
+
+
+def _full_mask_criterion():
+    from mask_former.modeling.criterion import FullMaskSetCriterion
+    from mask_former.modeling.matcher import FullMaskHungarianMatcher
+
+    return FullMaskSetCriterion(
+        NUM_CLASSES,
+        matcher=FullMaskHungarianMatcher(cost_class=1, cost_mask=20, cost_dice=1),
+        weight_dict={"loss_ce": 1.0, "loss_mask": 20.0, "loss_dice": 1.0},
+        eos_coef=0.1,
+        losses=["labels", "masks"],
+    )
+
+
+def test_full_mask_losses_are_v1s_formula_on_upsampled_predictions():
+    """loss_mask / loss_dice: focal and dice of every pixel, predictions upsampled bilinearly to
+    the (padded) target size, summed over matched masks and divided by the number of targets."""
+    from torchvision.ops import sigmoid_focal_loss as reference
+
+    torch.manual_seed(0)
+    pred_masks = torch.randn(2, 4, 8, 10) * 3
+    outputs = {"pred_logits": torch.randn(2, 4, NUM_CLASSES + 1), "pred_masks": pred_masks}
+    targets = [
+        {"labels": torch.tensor([0, 2]), "masks": torch.rand(2, 32, 40) > 0.5},
+        {"labels": torch.tensor([1]), "masks": torch.rand(1, 24, 40) > 0.5},
+    ]
+    criterion = _full_mask_criterion()
+    indices = criterion.matcher(outputs, targets)
+    losses = criterion(outputs, targets)
+
+    focal, dice = 0.0, 0.0
+    for b, (rows, cols) in enumerate(indices):
+        for q, t in zip(rows.tolist(), cols.tolist()):
+            target = F.pad(targets[b]["masks"][t].float(), (0, 0, 0, 32 - targets[b]["masks"].shape[1]))
+            logits = F.interpolate(pred_masks[b, q][None, None], size=(32, 40), mode="bilinear")[0, 0]
+            focal += reference(logits, target, alpha=0.25, gamma=2, reduction="mean")
+            probs = logits.sigmoid()
+            dice += 1 - (2 * (probs * target).sum() + 1) / (probs.sum() + target.sum() + 1)
+    assert losses["loss_mask"].item() == pytest.approx(focal.item() / 3, rel=1e-5)
+    assert losses["loss_dice"].item() == pytest.approx(dice.item() / 3, rel=1e-5)
+    assert "num_points" not in repr(criterion) and "focal_alpha: 0.25" in repr(criterion)
+
+
+def test_full_mask_perfect_predictions_give_near_zero_losses():
+    masks, labels = _half_plane_masks(), torch.tensor([2, 0])
+    outputs = _perfect_outputs(masks, labels, logit=20.0)
+    losses = _full_mask_criterion()(outputs, [{"labels": labels, "masks": masks}])
+    assert set(losses) == {"loss_ce", "loss_mask", "loss_dice"}
+    assert all(v.item() < 1e-6 for v in losses.values())

@@ -1,20 +1,25 @@
 """The training dataset mappers on tiny synthetic images and labels written to tmp_path."""
+import random
+
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
 from PIL import Image
-from panopticapi.utils import id2rgb
+from panopticapi.utils import id2rgb, rgb2id
 
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
+from detectron2.projects.point_rend import ColorAugSSDTransform as PointRendColorAugSSDTransform
 from detectron2.structures import BoxMode, polygons_to_bitmask
 
+from mask_former.data.datasets import DatasetFileError
 from mask_former.config import add_maskformer2_config
 from mask_former.data.dataset_mappers import (
     DATASET_MAPPER_REGISTRY,
     ColorAugSSD,
     ColorAugSSDTransform,
+    DETRPanopticDatasetMapper,
     MaskFormerInstanceDatasetMapper,
     MaskFormerSemanticDatasetMapper,
     build_dataset_mapper,
@@ -30,6 +35,7 @@ UPSTREAM_MAPPER_NAMES = [
     "mask_former_instance",
     "coco_instance_lsj",
     "coco_panoptic_lsj",
+    "detr_panoptic",
 ]
 
 
@@ -191,8 +197,12 @@ def test_unknown_random_flip_is_an_error():
 # Semantic mapper.
 
 
-def test_semantic_output_and_padding(semantic_dict):
-    out = build_dataset_mapper(make_cfg(SIZE_DIVISIBILITY=32))(semantic_dict)
+@pytest.mark.parametrize(
+    "size_divisibility, padding", [(64, "fixed"), (32, "multiple"), (64, "multiple")]
+)
+def test_semantic_output_and_padding(semantic_dict, size_divisibility, padding):
+    cfg = make_cfg(SIZE_DIVISIBILITY=size_divisibility, SIZE_DIVISIBILITY_PADDING=padding)
+    out = build_dataset_mapper(cfg)(semantic_dict)
     labels = torch.from_numpy(label_layout().astype(np.int64))
 
     assert out["image"].dtype == torch.uint8 and out["image"].shape == (3, 64, 64)
@@ -207,6 +217,17 @@ def test_semantic_output_and_padding(semantic_dict):
     for class_id, mask in zip(instances.gt_classes, instances.gt_masks):
         assert torch.equal(mask, out["sem_seg"] == class_id)
     assert "sem_seg_file_name" in semantic_dict and "image" not in semantic_dict  # not modified
+
+
+def test_fixed_padding_cuts_a_larger_image_as_upstream(semantic_dict):
+    out = build_dataset_mapper(make_cfg(SIZE_DIVISIBILITY=32))(semantic_dict)
+    assert out["image"].shape == (3, 32, 32)
+    assert torch.equal(out["sem_seg"], torch.from_numpy(label_layout()[:32, :32].astype(np.int64)))
+
+
+def test_unknown_padding_is_an_error():
+    with pytest.raises(ValueError, match="INPUT.SIZE_DIVISIBILITY_PADDING='both'"):
+        build_dataset_mapper(make_cfg(SIZE_DIVISIBILITY_PADDING="both"))
 
 
 def test_semantic_without_padding_keeps_size(semantic_dict):
@@ -279,7 +300,7 @@ def test_bad_label_value_error_names_file_and_value(tmp_path, semantic_dict):
     labels = label_layout()
     labels[0, 0] = 7
     semantic_dict["sem_seg_file_name"] = write_png(tmp_path / "bad_labels.png", labels)
-    with pytest.raises(ValueError, match=r"bad_labels\.png.*\[7\].*NUM_CLASSES"):
+    with pytest.raises(DatasetFileError, match=r"bad_labels\.png.*\[7\].*NUM_CLASSES"):
         build_dataset_mapper(make_cfg(num_classes=3))(semantic_dict)
 
 
@@ -287,7 +308,7 @@ def test_label_map_of_wrong_size_is_an_error(tmp_path, semantic_dict):
     semantic_dict["sem_seg_file_name"] = write_png(
         tmp_path / "small.png", np.zeros((10, 10), np.uint8)
     )
-    with pytest.raises(ValueError, match=r"small\.png is 10x10"):
+    with pytest.raises(DatasetFileError, match=r"small\.png: label file is 10x10"):
         build_dataset_mapper(make_cfg())(semantic_dict)
 
 
@@ -332,7 +353,7 @@ def test_mapper_built_from_explicit_arguments(semantic_dict):
 def test_panoptic_targets_skip_crowd_and_void(panoptic_dict, with_sem_seg):
     if not with_sem_seg:
         del panoptic_dict["sem_seg_file_name"]
-    out = build_dataset_mapper(make_cfg("mask_former_panoptic", SIZE_DIVISIBILITY=32))(
+    out = build_dataset_mapper(make_cfg("mask_former_panoptic", SIZE_DIVISIBILITY=64))(
         panoptic_dict
     )
     ids = torch.from_numpy(panoptic_ids())
@@ -348,10 +369,25 @@ def test_panoptic_targets_skip_crowd_and_void(panoptic_dict, with_sem_seg):
         assert out["sem_seg"].shape == (64, 64) and (out["sem_seg"][HEIGHT:] == IGNORE).all()
 
 
-def test_panoptic_segment_absent_from_image_is_dropped(panoptic_dict):
+@pytest.mark.parametrize("mapper_name", ["mask_former_panoptic", "detr_panoptic"])
+def test_panoptic_segment_absent_from_image_is_kept_unless_dropped(panoptic_dict, mapper_name):
     panoptic_dict["segments_info"] = SEGMENTS_INFO + [{"id": 11, "category_id": 3, "iscrowd": 0}]
-    out = build_dataset_mapper(make_cfg("mask_former_panoptic"))(panoptic_dict)
-    assert out["instances"].gt_classes.tolist() == [1, 2]
+    kept = build_dataset_mapper(make_cfg(mapper_name))(panoptic_dict)["instances"]
+    assert kept.gt_classes.tolist() == [1, 2, 3]  # as upstream, with an empty mask
+    assert not kept.gt_masks[2].any()
+    cfg = make_cfg(mapper_name, DROP_EMPTY_TARGETS=True)
+    assert build_dataset_mapper(cfg)(panoptic_dict)["instances"].gt_classes.tolist() == [1, 2]
+
+
+def test_panoptic_png_is_resized_as_an_rgb_image_with_pil_nearest(panoptic_dict):
+    cfg = make_cfg("mask_former_panoptic", MIN_SIZE_TRAIN=(HEIGHT * 3 // 4 + 1,))
+    instances = build_dataset_mapper(cfg)(panoptic_dict)["instances"]
+    rgb = np.asarray(Image.open(panoptic_dict["pan_seg_file_name"]).convert("RGB"))
+    height, width = instances.image_size
+    resized = np.asarray(Image.fromarray(rgb).resize((width, height), Image.NEAREST))
+    ids = torch.from_numpy(rgb2id(resized))
+    assert torch.equal(instances.gt_masks[0], ids == 5)
+    assert torch.equal(instances.gt_masks[1], ids == 7)
 
 
 def test_panoptic_without_segments_gives_empty_target(panoptic_dict):
@@ -384,7 +420,7 @@ def test_panoptic_crop_guided_by_segment_classes_without_sem_seg(panoptic_dict):
 
 def test_instance_masks_from_polygons_and_rle(instance_dict):
     out = build_dataset_mapper(
-        make_cfg("mask_former_instance", num_classes=3, SIZE_DIVISIBILITY=32)
+        make_cfg("mask_former_instance", num_classes=3, SIZE_DIVISIBILITY=64)
     )(instance_dict)
     instances = out["instances"]
     assert out["image"].shape == (3, 64, 64)
@@ -419,12 +455,46 @@ def test_instance_crop_cuts_polygon_and_rle_masks(instance_dict):
         image_format="RGB",
         size_divisibility=-1,
         num_classes=3,
+        cut_polygons=False,
     )
     instances = mapper(instance_dict)["instances"]
     assert instances.gt_masks.shape == (2, 20, 30)
     square = polygons_to_bitmask([np.array(square_polygon(5, 5, 20, 15)[0])], HEIGHT, WIDTH)
     assert np.array_equal(instances.gt_masks[0].numpy(), square[5:25, 10:40])
     assert np.array_equal(instances.gt_masks[1].numpy(), circle_mask(40, 20, 8)[5:25, 10:40])
+
+
+def crop_away_first_annotation(drop_empty_targets):
+    return MaskFormerInstanceDatasetMapper(
+        augmentations=[T.CropTransform(30, 10, 30, 30)],
+        image_format="RGB",
+        size_divisibility=-1,
+        num_classes=3,
+        drop_empty_targets=drop_empty_targets,
+        cut_polygons=False,
+    )
+
+
+def test_instance_cropped_away_is_kept_unless_dropped(instance_dict):
+    kept = crop_away_first_annotation(False)(instance_dict)["instances"]
+    assert kept.gt_classes.tolist() == [0, 2] and not kept.gt_masks[0].any()
+    dropped = crop_away_first_annotation(True)(instance_dict)["instances"]
+    assert dropped.gt_classes.tolist() == [2]
+
+
+def test_polygon_cut_needs_shapely_with_a_clear_error(instance_dict, monkeypatch):
+    def no_shapely(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'shapely'", name="shapely")
+
+    monkeypatch.setattr(T.CropTransform, "apply_polygons", no_shapely)
+    mapper = MaskFormerInstanceDatasetMapper(
+        augmentations=[T.CropTransform(10, 5, 30, 20)],
+        image_format="RGB",
+        size_divisibility=-1,
+        num_classes=3,
+    )
+    with pytest.raises(ModuleNotFoundError, match="INPUT.CROP_POLYGONS_WITH_SHAPELY"):
+        mapper(instance_dict)
 
 
 def test_instance_without_annotations_gives_empty_target(instance_dict):
@@ -449,6 +519,7 @@ def test_lsj_instance_output_is_image_size(instance_dict, max_scale):
     cfg = make_cfg(
         "coco_instance_lsj", num_classes=3, IMAGE_SIZE=48, MIN_SCALE=max_scale, MAX_SCALE=max_scale
     )
+    cfg.INPUT.CROP_POLYGONS_WITH_SHAPELY = False
     out = build_dataset_mapper(cfg)(instance_dict)
     instances = out["instances"]
     assert out["image"].shape == (3, 48, 48)
@@ -463,18 +534,112 @@ def test_lsj_instance_output_is_image_size(instance_dict, max_scale):
         assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
 
-def test_lsj_panoptic_pads_sem_seg_with_ignore(panoptic_dict):
+def test_lsj_panoptic_pads_with_void_and_makes_no_sem_seg(panoptic_dict):
     cfg = make_cfg("coco_panoptic_lsj", IMAGE_SIZE=64, MIN_SCALE=0.5, MAX_SCALE=0.5)
     out = build_dataset_mapper(cfg)(panoptic_dict)
     padding = out["padding_mask"]
     assert out["image"].shape == (3, 64, 64) and padding.any()
-    assert (out["sem_seg"][padding] == IGNORE).all()
-    assert out["sem_seg"][~padding].lt(IGNORE).any()
+    assert "sem_seg" not in out  # as upstream
     instances = out["instances"]
     assert_target_types(instances, 64, 64)
     assert instances.gt_classes.tolist() == [1, 2]
     assert len(instances.gt_boxes) == 2
     assert not instances.gt_masks[:, padding].any()
+
+
+def with_rle_only(instance_dict):
+    instance_dict["annotations"] = instance_dict["annotations"][1:2]
+    return instance_dict
+
+
+def pad_segmentation_with_255(monkeypatch):
+    """Make FixedSizeCrop pad label maps with 255, as detectron2 after v0.6 does."""
+    get_pad = T.FixedSizeCrop._get_pad
+
+    def get_pad_255(self, image):
+        pad = get_pad(self, image)
+        pad.seg_pad_value = 255
+        return pad
+
+    monkeypatch.setattr(T.FixedSizeCrop, "_get_pad", get_pad_255)
+
+
+@pytest.mark.parametrize("mapper_name", ["coco_instance_lsj", "coco_panoptic_lsj"])
+def test_lsj_targets_do_not_depend_on_the_segmentation_pad_value(
+    instance_dict, panoptic_dict, monkeypatch, mapper_name
+):
+    dataset_dict = panoptic_dict if mapper_name == "coco_panoptic_lsj" else instance_dict
+    cfg = make_cfg(mapper_name, IMAGE_SIZE=64, MIN_SCALE=0.5, MAX_SCALE=0.5)
+    cfg.INPUT.CROP_POLYGONS_WITH_SHAPELY = False
+    mapper = build_dataset_mapper(cfg)
+    v06 = mapper(dataset_dict)
+    pad_segmentation_with_255(monkeypatch)
+    assert (T.FixedSizeCrop((64, 64))._get_pad(np.zeros((32, 48, 3))).apply_segmentation(
+        np.zeros((32, 48), np.uint8)
+    )[40:] == 255).all()
+    newer = mapper(dataset_dict)
+    assert v06["padding_mask"].any()
+    for key in ("image", "padding_mask"):
+        assert torch.equal(v06[key], newer[key])
+    for field in ("gt_classes", "gt_masks"):
+        assert torch.equal(v06["instances"].get(field), newer["instances"].get(field))
+
+
+# ---------------------------------------------------------------------------------------------
+# DETR panoptic mapper (MaskFormer v1's COCO panoptic).
+
+
+def detr_cfg(**input_options):
+    cfg = make_cfg("detr_panoptic", **input_options)
+    cfg.INPUT.CROP.ENABLED = True
+    cfg.INPUT.CROP.TYPE = "absolute_range"
+    cfg.INPUT.CROP.SIZE = (100, 150)
+    return cfg
+
+
+def test_detr_panoptic_resizes_without_padding_and_skips_crowd(panoptic_dict):
+    cfg = make_cfg("detr_panoptic", MIN_SIZE_TRAIN=(20,))
+    out = build_dataset_mapper(cfg)(panoptic_dict)
+    assert out["image"].shape == (3, 20, 30)
+    assert "sem_seg" not in out
+    instances = out["instances"]
+    assert_target_types(instances, 20, 30)
+    assert instances.gt_classes.tolist() == [1, 2]
+    rgb = np.asarray(Image.open(panoptic_dict["pan_seg_file_name"]).convert("RGB"))
+    ids = torch.from_numpy(rgb2id(np.asarray(Image.fromarray(rgb).resize((30, 20), Image.NEAREST))))
+    assert torch.equal(instances.gt_masks[0], ids == 5)
+
+
+def test_detr_panoptic_crops_half_of_the_time(panoptic_dict):
+    mapper = build_dataset_mapper(detr_cfg())
+    np.random.seed(0)
+    # Without a crop the 40x60 image is resized to 40x60; the crop pipeline resizes it to at least
+    # 400 on the shortest edge, crops 100 to 150, then resizes the crop's shortest edge to 40.
+    sizes = {tuple(mapper(panoptic_dict)["image"].shape[1:]) for _ in range(30)}
+    assert (HEIGHT, WIDTH) in sizes and len(sizes) > 1
+    assert all(min(size) == HEIGHT for size in sizes)
+
+
+def test_detr_panoptic_draws_no_coin_without_crop(panoptic_dict):
+    mapper = build_dataset_mapper(make_cfg("detr_panoptic"))
+    assert mapper.crop_augmentations is None
+    np.random.seed(3)
+    mapper(panoptic_dict)
+    after = np.random.rand()
+    np.random.seed(3)
+    np.random.rand()  # would be the coin
+    assert np.random.rand() != after
+
+
+def test_detr_panoptic_flip_moves_masks(panoptic_dict):
+    mapper = DETRPanopticDatasetMapper(
+        augmentations=[T.RandomFlip(prob=1.0)],
+        crop_augmentations=None,
+        image_format="RGB",
+        num_classes=4,
+    )
+    masks = mapper(panoptic_dict)["instances"].gt_masks
+    assert torch.equal(masks[0], torch.from_numpy(panoptic_ids()[:, ::-1].copy() == 5))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,3 +662,18 @@ def test_color_aug_ssd_transform_keeps_shape_and_geometry():
 def test_color_aug_ssd_needs_a_known_format():
     with pytest.raises(ValueError, match="INPUT.FORMAT"):
         ColorAugSSD("YUV-BT.601").get_transform(np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.mark.parametrize("image_format", ["RGB", "BGR"])
+def test_color_aug_ssd_draws_and_pixels_equal_detectron2_point_rend(image_format):
+    image = np.random.default_rng(1).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    augmentation = ColorAugSSD(image_format)
+    reference = PointRendColorAugSSDTransform(image_format)
+    for seed in range(40):
+        random.seed(seed)
+        expected = reference.apply_image(image)
+        after_reference = random.random()
+        random.seed(seed)
+        out = augmentation.get_transform(image).apply_image(image)
+        assert np.array_equal(out, expected), seed
+        assert random.random() == after_reference  # the same number of draws

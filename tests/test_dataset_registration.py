@@ -1,16 +1,20 @@
 """Dataset registration: upstream names and metadata, and loading tiny on-disk layouts."""
 
+import ast
 import json
 import uuid
 
 import numpy as np
 import pytest
+import yaml
 from panopticapi.utils import id2rgb
 from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES, COCO_CATEGORIES
 from detectron2.data.datasets.coco_panoptic import register_coco_panoptic
+
+from conftest import REPO
 from mask_former.data.datasets import (
     coco_panoptic_metadata,
     load_coco_panoptic_json,
@@ -63,6 +67,8 @@ def temp_name():
         "coco_2017_val",
         "coco_2017_train_stuff_sem_seg",
         "coco_2017_test_stuff_sem_seg",
+        "coco_2017_train_stuff_10k_sem_seg",
+        "coco_2017_test_stuff_10k_sem_seg",
         "cityscapes_fine_sem_seg_train",
         "cityscapes_fine_instance_seg_train",
         "cityscapes_fine_panoptic_train",
@@ -320,3 +326,14 @@ def test_ade20k_semantic_missing_image_is_named(tmp_path, temp_name):
     register_sem_seg(temp_name, ignore_label=255, **paths)
     with pytest.raises(FileNotFoundError, match="images/validation/ADE_val_2.jpg"):
         DatasetCatalog.get(temp_name)
+
+
+def test_every_dataset_a_config_names_is_registered():
+    named = set()
+    for path in (REPO / "configs").rglob("*.yaml"):
+        datasets = (yaml.safe_load(path.read_text()) or {}).get("DATASETS", {})
+        for key in ("TRAIN", "TEST"):
+            value = datasets.get(key, ())
+            named.update(ast.literal_eval(value) if isinstance(value, str) else value)
+    assert {"coco_2017_train_stuff_10k_sem_seg", "coco_2017_test_stuff_10k_sem_seg"} <= named
+    assert sorted(named - set(DatasetCatalog.list())) == []

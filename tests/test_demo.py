@@ -1,4 +1,4 @@
-"""demo/demo.py and demo/predictor.py: images, video, batched prediction, clear CLI errors."""
+"""demo/demo.py and demo/predictor.py: images, video, batched prediction, clear CLI errors, drawing\nall three tasks on the metadata of every registered dataset."""
 import importlib.util
 import subprocess
 
@@ -6,6 +6,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.modeling import build_model
 
 from conftest import REPO
 from helpers import tiny_cfg
@@ -26,12 +30,16 @@ predictor = load_script("predictor")
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
-    """An untrained tiny model with all three outputs, on COCO panoptic's class names."""
+    """An untrained tiny model with all three outputs, on COCO panoptic's class names, and its
+    initial weights saved as MODEL.WEIGHTS."""
+    folder = tmp_path_factory.mktemp("config")
     cfg = tiny_cfg()
     cfg.DATASETS.TEST = ("coco_2017_val_panoptic",)
     cfg.INPUT.MIN_SIZE_TEST = 48
     cfg.INPUT.MAX_SIZE_TEST = 96
-    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    cfg.MODEL.WEIGHTS = str(folder / "tiny.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, cfg.MODEL.WEIGHTS)
+    path = folder / "tiny.yaml"
     path.write_text(cfg.dump())
     return path
 
@@ -122,3 +130,62 @@ def test_missing_files_are_clear_errors(config, tmp_path, capsys):
     video = str(tmp_path / "none.mp4")
     assert demo.main(["--config-file", str(config), "--video-input", video, "--output", str(tmp_path)]) == 2
     assert "none.mp4" in capsys.readouterr().err
+
+
+def distinct_metadata_datasets():
+    """One registered dataset per distinct set of class names, colors and thing ids (the metadata
+    the visualizer draws with), among those that name classes."""
+    from mask_former.data.datasets.registration import model_classes
+
+    chosen = {}
+    for name in sorted(DatasetCatalog.list()):
+        meta = MetadataCatalog.get(name)
+        if not model_classes(meta)[0]:
+            continue
+        things = meta.get("thing_dataset_id_to_contiguous_id")
+        drawn = (meta.get("thing_classes"), meta.get("thing_colors"), meta.get("stuff_classes"),
+                 meta.get("stuff_colors"), sorted(things.values()) if things else None)
+        chosen.setdefault(repr(drawn), name)
+    return sorted(chosen.values())
+
+
+@pytest.mark.parametrize("dataset", distinct_metadata_datasets())
+def test_demo_draws_all_tasks_on_every_registered_datasets_metadata(dataset):
+    from mask_former.data.datasets.registration import model_classes
+
+    metadata = MetadataCatalog.get(dataset)
+    num_classes = len(model_classes(metadata)[0])
+    # The v1 decoder: the cheapest tiny model (the drawing does not depend on the architecture).
+    cfg = tiny_cfg(pixel_decoder="BasePixelDecoder", in_feature="res5", num_classes=num_classes)
+    cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 3
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    # The model's thing classes: the dataset's, or every class for semantic datasets, so that
+    # panoptic and instance drawings name ids up to num_classes - 1.
+    things = metadata.get("thing_dataset_id_to_contiguous_id") or {i: i for i in range(num_classes)}
+    model.metadata = Metadata(thing_dataset_id_to_contiguous_id=things)
+    # Every query predicts the highest thing id, the one a visualizer indexing thing_classes by
+    # class id fails on first (ADE20K panoptic: 149, with 100 thing classes).
+    top_thing = max(c for c in things.values() if c < num_classes)
+    with torch.no_grad():
+        model.sem_seg_head.predictor.class_embed.bias[top_thing] += 20.0
+
+    image = random_image(40, 56, 0)
+    input_ = {"image": torch.as_tensor(image.transpose(2, 0, 1).copy()), "height": 40, "width": 56}
+    with torch.no_grad():
+        predictions = model([input_])[0]
+    assert top_thing in predictions["instances"].pred_classes.tolist()
+    assert any(s["category_id"] == top_thing and s["isthing"] for s in predictions["panoptic_seg"][1])
+    for task in ("semantic", "panoptic", "instance"):
+        drawing = predictor.draw_predictions(image, predictions, metadata, task, confidence_threshold=0.0)
+        assert drawing.get_image().shape == (40, 56, 3), task
+
+
+def test_visualizer_metadata_names_every_model_class():
+    ade = MetadataCatalog.get("ade20k_panoptic_val")
+    assert len(ade.thing_classes) == 100  # as registered (and as upstream)
+    view = predictor.visualizer_metadata(ade)
+    assert view.thing_classes == ade.stuff_classes and view.thing_colors == ade.stuff_colors
+    assert view.thing_dataset_id_to_contiguous_id == ade.thing_dataset_id_to_contiguous_id
+    instance = MetadataCatalog.get("ade20k_instance_val")
+    assert predictor.visualizer_metadata(instance).thing_classes == instance.thing_classes

@@ -189,3 +189,42 @@ def test_bad_input_raises():
         HungarianMatcher(num_points=8)(outputs, targets)
     with pytest.raises(ValueError, match="2 targets for a batch of 1"):
         HungarianMatcher(num_points=8)(outputs, targets * 2)
+
+
+def test_pairwise_focal_cost_is_the_focal_loss_of_each_pair():
+    from torchvision.ops import sigmoid_focal_loss
+
+    from mask_former.modeling.matcher import pairwise_sigmoid_focal_cost
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(5, 30) * 3, (torch.rand(4, 30) > 0.5).float()
+    costs = pairwise_sigmoid_focal_cost(logits, targets)
+    expected = torch.tensor([[sigmoid_focal_loss(p, t, reduction="mean").item() for t in targets] for p in logits])
+    torch.testing.assert_close(costs, expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_full_mask_matcher_costs_on_nearest_downsampled_targets(seed):
+    """v1's matcher compares every predicted pixel with the target downsampled (nearest) to it."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    from mask_former.modeling.matcher import FullMaskHungarianMatcher
+
+    torch.manual_seed(seed)
+    pred_logits, pred_masks, target = _random_problem(5, 3)
+    matcher = FullMaskHungarianMatcher(cost_class=1, cost_mask=20, cost_dice=1)
+    costs = matcher.cost_matrix(pred_logits, pred_masks, target)
+
+    small = target["masks"].float()[:, ::2, ::2]  # nearest from 24 x 20 to 12 x 10
+    probs = pred_logits.softmax(-1)
+    expected = torch.empty(5, 3)
+    for q in range(5):
+        for t in range(3):
+            p, g = pred_masks[q].flatten(), small[t].flatten()
+            dice = 1 - (2 * (p.sigmoid() * g).sum() + 1) / (p.sigmoid().sum() + g.sum() + 1)
+            focal = sigmoid_focal_loss(p, g, reduction="mean")
+            expected[q, t] = -probs[q, target["labels"][t]] + 20 * focal + dice
+    torch.testing.assert_close(costs, expected)
+    [(rows, cols)] = matcher({"pred_logits": pred_logits[None], "pred_masks": pred_masks[None]}, [target])
+    assert sum(expected[r, c] for r, c in zip(rows.tolist(), cols.tolist())) == pytest.approx(
+        _brute_force_min_cost(expected.tolist()), rel=1e-5)

@@ -109,12 +109,26 @@ def test_checkpoint_with_other_shapes_is_an_error_listing_keys(tmp_path):
     assert "criterion.empty_weight" in str(error.value)
 
 
-def test_shape_mismatch_allowed_when_fine_tuning(tmp_path):
+def test_shape_mismatch_allowed_when_fine_tuning(tmp_path, logs):
     path = tmp_path / "other.pth"
-    torch.save({"model": build_model(tiny_cfg(num_classes=5)).state_dict()}, path)
+    torch.manual_seed(0)
+    checkpoint = build_model(tiny_cfg(num_classes=5)).state_dict()
+    torch.save({"model": checkpoint}, path)
     cfg = tiny_cfg(num_classes=7)
     cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH = True
-    DetectionCheckpointer(build_model(cfg)).load(str(path))
+    torch.manual_seed(1)
+    model = build_model(cfg)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    DetectionCheckpointer(model).load(str(path))
+    loaded = model.state_dict()
+    skipped = {k for k, v in checkpoint.items() if v.shape != loaded[k].shape}
+    assert skipped == {
+        "sem_seg_head.predictor.class_embed.weight", "sem_seg_head.predictor.class_embed.bias", "criterion.empty_weight"
+    }
+    for key, value in loaded.items():
+        assert torch.equal(value, initial[key] if key in skipped else checkpoint[key]), key
+    for key in skipped:
+        assert f"Skip loading parameter '{key}'" in logs.text
 
 
 def test_image_with_wrong_channels_is_an_error(eval_model):
@@ -125,6 +139,9 @@ def test_image_with_wrong_channels_is_an_error(eval_model):
 def test_old_checkpoint_names_are_converted():
     model = build_model(tiny_cfg())
     state = dict(model.state_dict())
-    state["sem_seg_head.predictor.static_query.weight"] = state.pop("sem_seg_head.predictor.query_feat.weight")
+    query_feat = torch.randn_like(state["sem_seg_head.predictor.query_feat.weight"])
+    del state["sem_seg_head.predictor.query_feat.weight"]
+    state["sem_seg_head.predictor.static_query.weight"] = query_feat
     incompatible = model.load_state_dict(state, strict=False)
     assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    assert torch.equal(model.sem_seg_head.predictor.query_feat.weight, query_feat)

@@ -1,5 +1,6 @@
-"""Multi-scale deformable attention: the dispatch (CPU, always run) and the CUDA kernel against the PyTorch
-reference (skipped without a GPU and a built ``mask_former._C``)."""
+"""Multi-scale deformable attention: the dispatch (CPU, always run), the fused CPU operator against the PyTorch
+reference (skipped without a built ``mask_former._C_cpu``) and the CUDA kernel against it (skipped without a
+GPU and a built ``mask_former._C``)."""
 import functools
 import logging
 
@@ -12,14 +13,17 @@ from mask_former.ops import (
     choose_implementation,
     is_deterministic,
     ms_deform_attn,
+    ms_deform_attn_cpu,
     ms_deform_attn_cuda,
     ms_deform_attn_pytorch,
     set_deterministic,
 )
-from mask_former.ops.ms_deform_attn_func import load_extension
+from mask_former.ops.ms_deform_attn_func import CPU_EXTENSION, load_extension
 
 KERNEL_READY = torch.cuda.is_available() and load_extension() is not None
 requires_kernel = pytest.mark.skipif(not KERNEL_READY, reason="needs a CUDA GPU and the built extension mask_former._C")
+CPU_OP_READY = load_extension(CPU_EXTENSION) is not None
+requires_cpu_op = pytest.mark.skipif(not CPU_OP_READY, reason="needs the built extension mask_former._C_cpu")
 
 ODD_LEVELS = [(7, 9), (5, 3), (3, 5), (1, 1)]
 # Relative error allowed, elementwise and against the tensor's largest value (cancellations in the location
@@ -75,10 +79,10 @@ def random_grad_output(value, locations, seed=1):
     return grad.to(value.device, value.dtype)
 
 
-def assert_matches_reference(inputs, dtype, deterministic=False):
-    """The kernel in ``dtype`` against the reference in float64 on the same values."""
+def assert_matches_reference(inputs, dtype, deterministic=False, kernel=None):
+    """The kernel (default: CUDA's) in ``dtype`` against the reference in float64 on the same values."""
     grad_output = random_grad_output(inputs[0], inputs[3])
-    kernel = functools.partial(ms_deform_attn_cuda, deterministic=deterministic)
+    kernel = kernel or functools.partial(ms_deform_attn_cuda, deterministic=deterministic)
     results = forward_backward(kernel, *inputs, grad_output)
     as_double = [tensor.double() if tensor.is_floating_point() else tensor for tensor in inputs]
     expected = forward_backward(ms_deform_attn_pytorch, *as_double, grad_output.double())
@@ -106,10 +110,104 @@ def fresh_dispatch_state(monkeypatch):
 # CPU: the dispatch.
 
 
-def test_cpu_inputs_use_the_reference():
+def without_cpu_op(monkeypatch):
+    """Dispatch as if mask_former._C_cpu were not built."""
+    real = ops.load_extension
+    monkeypatch.setattr(ops, "load_extension", lambda name: None if name == CPU_EXTENSION else real(name))
+
+
+NOT_BUILT = "the extension mask_former._C_cpu is not built (pip install -e . with a C++ compiler)"
+
+
+@requires_cpu_op
+def test_cpu_inputs_use_the_fused_op():
     inputs = make_inputs(ODD_LEVELS)
-    assert choose_implementation(inputs[0]) == ("pytorch", "the inputs are on cpu")
+    assert choose_implementation(inputs[0]) == ("cpu", "CPU inputs and mask_former._C_cpu is built")
+    assert torch.equal(ms_deform_attn(*inputs), ms_deform_attn_cpu(*inputs))
+
+
+def test_cpu_inputs_without_the_op_use_the_reference(monkeypatch):
+    without_cpu_op(monkeypatch)
+    inputs = make_inputs(ODD_LEVELS)
+    assert choose_implementation(inputs[0]) == ("pytorch", NOT_BUILT)
     assert torch.equal(ms_deform_attn(*inputs), ms_deform_attn_pytorch(*inputs))
+
+
+def test_env_cpu_without_the_op_is_an_error(monkeypatch):
+    without_cpu_op(monkeypatch)
+    monkeypatch.setenv(IMPLEMENTATION_ENV, "cpu")
+    with pytest.raises(RuntimeError, match="_C_cpu is not built"):
+        ms_deform_attn(*make_inputs(ODD_LEVELS))
+
+
+@requires_kernel
+def test_env_cpu_on_cuda_inputs_is_an_error(monkeypatch):
+    monkeypatch.setenv(IMPLEMENTATION_ENV, "cpu")
+    with pytest.raises(RuntimeError, match="inputs are on cuda"):
+        ms_deform_attn(*make_inputs(ODD_LEVELS, device="cuda"))
+
+
+class CudaLikeValue:
+    """Stands for a CUDA tensor where there is no GPU: only its device is read before the probe."""
+
+    device = torch.device("cuda", 0)
+
+
+def gpu_without_kernel_image(monkeypatch):
+    ops.cuda_kernel_image_problem.cache_clear()
+    monkeypatch.setattr(ops, "load_extension", lambda name: object())
+
+    def probe(device):
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(ops, "_run_cuda_probe", probe)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (12, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "A GPU from the future")
+
+
+def test_gpu_without_kernel_image_falls_back_to_the_reference_with_the_reason(monkeypatch):
+    gpu_without_kernel_image(monkeypatch)
+    name, reason = choose_implementation(CudaLikeValue())
+    ops.cuda_kernel_image_problem.cache_clear()
+    assert name == "pytorch"
+    assert "no kernel image for A GPU from the future (sm_120)" in reason
+    assert "TORCH_CUDA_ARCH_LIST=12.0" in reason
+
+
+def test_gpu_without_kernel_image_is_an_error_when_the_kernel_is_forced(monkeypatch):
+    gpu_without_kernel_image(monkeypatch)
+    monkeypatch.setenv(IMPLEMENTATION_ENV, "cuda")
+    with pytest.raises(RuntimeError, match="MASK_FORMER_DEFORM_ATTN=cuda but .* no kernel image"):
+        choose_implementation(CudaLikeValue())
+    ops.cuda_kernel_image_problem.cache_clear()
+
+
+def test_other_cuda_errors_of_the_probe_are_not_hidden(monkeypatch):
+    gpu_without_kernel_image(monkeypatch)
+
+    def probe(device):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(ops, "_run_cuda_probe", probe)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        choose_implementation(CudaLikeValue())
+    ops.cuda_kernel_image_problem.cache_clear()
+
+
+def test_model_runs_without_the_cpu_op(monkeypatch):
+    """The package works with the extension absent: a Mask2Former pixel decoder layer trains on the reference."""
+    from mask_former.ops.ms_deform_attn_module import MSDeformAttn
+
+    without_cpu_op(monkeypatch)
+    torch.manual_seed(0)
+    layer = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2)
+    shapes = torch.tensor([(4, 5), (2, 3)])
+    starts = torch.tensor([0, 20])
+    source = torch.randn(2, 26, 16)
+    reference_points = torch.rand(2, 26, 2, 2)
+    layer(source, reference_points, source, shapes, starts).sum().backward()
+    assert choose_implementation(source)[0] == "pytorch"
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
 
 
 def test_env_forces_the_reference(monkeypatch):
@@ -155,7 +253,8 @@ def test_choice_is_logged_once():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)
-    assert handler.messages == ["ms_deform_attn: using the pytorch implementation (the inputs are on cpu)"]
+    name, reason = choose_implementation(inputs[0])
+    assert handler.messages == [f"ms_deform_attn: using the {name} implementation ({reason})"]
 
 
 def test_deterministic_switches():
@@ -175,6 +274,84 @@ def test_reference_gradients_flow_on_cpu():
     results = forward_backward(ms_deform_attn, *make_inputs(ODD_LEVELS), torch.ones(2, 6, 16))
     assert results[0].shape == (2, 6, 16)
     assert all(torch.isfinite(grad).all() and grad.abs().sum() > 0 for grad in results[1:])
+
+
+# CPU: the fused operator.
+
+
+@requires_cpu_op
+@pytest.mark.parametrize("channels", [3, 16])
+def test_cpu_op_gradcheck_float64(channels):
+    value, shapes, starts, locations, weights = make_inputs(
+        [(3, 4), (2, 3)], heads=2, channels=channels, queries=3, points=2, batch=1, dtype=torch.float64
+    )
+    leaves = [tensor.requires_grad_() for tensor in (value, locations, weights)]
+
+    def kernel(value, locations, weights):
+        return ms_deform_attn_cpu(value, shapes, starts, locations, weights)
+
+    assert torch.autograd.gradcheck(kernel, leaves, eps=1e-6, atol=1e-5, rtol=1e-4, nondet_tol=0.0)
+
+
+@requires_cpu_op
+@pytest.mark.parametrize("channels", [1, 32, 33])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_cpu_op_matches_reference(dtype, channels):
+    inputs = make_inputs(ODD_LEVELS, heads=3, channels=channels, queries=40, points=4, dtype=dtype)
+    assert_matches_reference(inputs, dtype, kernel=ms_deform_attn_cpu)
+
+
+@requires_cpu_op
+def test_cpu_op_matches_reference_with_empty_and_single_query():
+    for queries in (0, 1):
+        inputs = make_inputs(ODD_LEVELS, queries=queries, batch=1, dtype=torch.float64)
+        assert_matches_reference(inputs, torch.float64, kernel=ms_deform_attn_cpu)
+
+
+@requires_cpu_op
+def test_cpu_op_non_contiguous_inputs():
+    value, shapes, starts, locations, weights = make_inputs(ODD_LEVELS, channels=8)
+    strided_value = torch.stack([value, -value], -1)[..., 0]
+    assert not strided_value.is_contiguous()
+    torch.testing.assert_close(
+        ms_deform_attn_cpu(strided_value, shapes, starts, locations, weights),
+        ms_deform_attn_cpu(value, shapes, starts, locations, weights),
+        rtol=0,
+        atol=0,
+    )
+
+
+@requires_cpu_op
+def test_cpu_op_is_bit_identical_across_runs_and_thread_counts():
+    """Each thread owns a disjoint slice of grad_value: the same sums in the same order, whatever the threads."""
+    inputs = make_inputs([(5, 7), (3, 3)], heads=2, channels=32, queries=500, points=4)
+    grad_output = random_grad_output(inputs[0], inputs[3])
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3, 1):
+            torch.set_num_threads(threads)
+            results.append(forward_backward(ms_deform_attn_cpu, *inputs, grad_output))
+    finally:
+        torch.set_num_threads(previous)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+@requires_cpu_op
+def test_cpu_op_bad_inputs_are_clear_errors():
+    value, shapes, starts, locations, weights = make_inputs(ODD_LEVELS)
+    extension = load_extension(CPU_EXTENSION)
+    with pytest.raises(RuntimeError, match="spatial_shapes must be int64"):
+        ms_deform_attn_cpu(value, shapes.int(), starts, locations, weights)
+    with pytest.raises(RuntimeError, match="attention_weights must be"):
+        ms_deform_attn_cpu(value, shapes, starts, locations, weights[..., :1])
+    with pytest.raises(RuntimeError, match="does not fit in value"):
+        ms_deform_attn_cpu(value, shapes * 2, starts, locations, weights)
+    with pytest.raises(RuntimeError, match="sampling_locations and attention_weights must be Float"):
+        extension.ms_deform_attn_forward(value, shapes, starts, locations.double(), weights)
+    with pytest.raises(RuntimeError, match="grad_output must be"):
+        extension.ms_deform_attn_backward(value, shapes, starts, locations, weights, torch.zeros(1), True)
 
 
 # GPU: the kernel.
@@ -213,9 +390,11 @@ def test_matches_reference(dtype, channels, deterministic):
     assert_matches_reference(inputs, dtype, deterministic)
 
 
-@requires_kernel
+@pytest.mark.parametrize(
+    "device", [pytest.param("cpu", marks=requires_cpu_op), pytest.param("cuda", marks=requires_kernel)]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_points_on_borders_and_outside(dtype):
+def test_points_on_borders_and_outside(dtype, device):
     """Pixel coordinates x = loc * W - 0.5 on every half pixel from -2.5 to W + 2, on maps of power-of-two
     sizes so that both implementations compute them exactly: corners exactly on borders, the x = -1 and
     x = W edges, and points fully outside."""
@@ -230,7 +409,8 @@ def test_points_on_borders_and_outside(dtype):
     )
     locations = grid.view(1, num_queries, 1, 1, 1, 2).expand(2, -1, -1, len(level_shapes), -1, -1)
     inputs = [value, shapes, starts, locations.to(dtype).contiguous(), weights]
-    assert_matches_reference([tensor.cuda() for tensor in inputs], dtype)
+    kernel = ms_deform_attn_cpu if device == "cpu" else None
+    assert_matches_reference([tensor.to(device) for tensor in inputs], dtype, kernel=kernel)
 
 
 @requires_kernel

@@ -51,17 +51,26 @@ def test_panoptic_inference_merges_stuff_and_drops_overlapped_segments():
     mask_cls = torch.full((4, 4), -big)
     mask_cls[0, 0] = mask_cls[1, 2] = mask_cls[2, 2] = mask_cls[3, 1] = big  # thing 0, stuff 2 twice, thing 1
     logits = torch.full((4, 4, 6), -big)
-    logits[0, :2] = big
+    logits[0, :2, 1:] = big
     logits[1, 2:3] = big
     logits[2, 3:] = big
-    logits[3, :, :1] = big  # overlaps query 0 where it loses on score ties
-    seg, info = panoptic_inference(mask_cls, logits.sigmoid(), num_classes=3, thing_classes={0, 1},
-                                   object_mask_threshold=0.5, overlap_threshold=0.8)
+    logits[3, :, :1] = big  # column 0: on rows 2-3 queries 1 and 2 win the score ties, rows 0-1 stay its own
+
+    def infer(overlap_threshold):
+        return panoptic_inference(mask_cls, logits.sigmoid(), num_classes=3, thing_classes={0, 1},
+                                  object_mask_threshold=0.5, overlap_threshold=overlap_threshold)
+
+    seg, info = infer(overlap_threshold=0.8)  # query 3 keeps 2 of its 4 pixels: 0.5 < 0.8
     categories = sorted((s["category_id"], s["isthing"]) for s in info)
-    assert (2, False) in categories and categories.count((2, False)) == 1
+    assert categories == [(0, True), (2, False)]
     stuff_id = next(s["id"] for s in info if s["category_id"] == 2)
     assert (seg[2:] == stuff_id).all()
     assert (seg[:2, 1:] == next(s["id"] for s in info if s["category_id"] == 0)).all()
+    assert (seg[:2, 0] == 0).all()  # the dropped segment's pixels are void
+
+    seg, info = infer(overlap_threshold=0.5)
+    thing_1 = [s["id"] for s in info if s["category_id"] == 1]
+    assert len(thing_1) == 1 and (seg[:2, 0] == thing_1[0]).all()
 
 
 def test_panoptic_inference_with_no_confident_query_is_empty():

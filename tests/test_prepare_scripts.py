@@ -15,7 +15,7 @@ from pycocotools import mask as mask_util
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-from mask_former.data.datasets import register_panoptic
+from mask_former.data.datasets import DatasetFileError, register_panoptic, register_sem_seg
 from mask_former.data.datasets.categories import ADE20K_150_CATEGORIES
 from mask_former.data.datasets.register_ade20k import ade20k_panoptic_metadata
 
@@ -57,6 +57,7 @@ def read(path):
         "prepare_ade20k_ins_seg",
         "prepare_coco_semantic_annos_from_panoptic",
         "prepare_coco_stuff_164k_sem_seg",
+        "prepare_coco_stuff_10k_sem_seg",
     ],
 )
 def test_missing_input_is_named(script, tmp_path):
@@ -100,6 +101,121 @@ def test_coco_stuff_maps_raw_labels_to_171_contiguous_ids(tmp_path):
         out = read(tmp_path / f"coco/stuffthingmaps_detectron2/{split}/000000000001.png")
         expected = np.vectorize(raw_to_expected.get)(raw)
         np.testing.assert_array_equal(out, expected)
+
+
+class FakeH5File(dict):
+    """Stand-in for ``h5py.File`` (h5py is optional): the .mat "files" of these tests hold one
+    array saved by ``np.save``, in HDF5's transposed layout; a file that is not one fails as h5py
+    fails on a non-HDF5 file."""
+
+    def __init__(self, path, mode="r"):
+        try:
+            super().__init__(S=np.load(path))
+        except ValueError as e:
+            raise OSError(f"Unable to open file (file signature not found): {e}") from e
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def coco_stuff_10k_layout(root, labels_of):
+    """COCO-Stuff-10k v1.0 with image lists, images and .mat label maps "S" (``labels_of[name]``)."""
+    folder = root / "coco/coco_stuff_10k"
+    for split, names in (("train", ["COCO_train2014_000000000001"]), ("test", ["COCO_train2014_000000000002"])):
+        (folder / "imageLists").mkdir(parents=True, exist_ok=True)
+        (folder / "imageLists" / f"{split}.txt").write_text("".join(n + "\n" for n in names))
+        for name in names:
+            height, width = labels_of[name].shape
+            write_jpg(folder / "images" / f"{name}.jpg", height, width)
+            (folder / "annotations").mkdir(exist_ok=True)
+            with open(folder / "annotations" / f"{name}.mat", "wb") as f:
+                np.save(f, labels_of[name].T.astype(np.float64))  # MATLAB doubles, transposed
+    return folder
+
+
+@pytest.fixture
+def fake_h5py(monkeypatch):
+    module = type(sys)("h5py")
+    module.File = FakeH5File
+    monkeypatch.setitem(sys.modules, "h5py", module)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "h5py" else real_find_spec(name, *a))
+
+
+real_find_spec = importlib.util.find_spec
+
+
+def test_coco_stuff_10k_shifts_labels_copies_images_and_registers(tmp_path, fake_h5py):
+    raw = np.arange(16 * 12).reshape(16, 12) % 173 + 1  # 1 (unlabeled) .. 173 -> wrapped below
+    raw[raw == 173] = 1
+    other = np.full((8, 10), 2)
+    folder = coco_stuff_10k_layout(
+        tmp_path, {"COCO_train2014_000000000001": raw, "COCO_train2014_000000000002": other}
+    )
+    run("prepare_coco_stuff_10k_sem_seg", tmp_path)
+    out = read(folder / "annotations_detectron2/train/COCO_train2014_000000000001.png")
+    assert out.dtype == np.uint8 and out.shape == (16, 12)
+    np.testing.assert_array_equal(out[raw == 1], 255)
+    np.testing.assert_array_equal(out[raw > 1], raw[raw > 1] - 2)
+    np.testing.assert_array_equal(read(folder / "annotations_detectron2/test/COCO_train2014_000000000002.png"), 0)
+    assert read(folder / "images_detectron2/test/COCO_train2014_000000000002.jpg").shape == (8, 10, 3)
+
+    # The registered split reads those folders (under the datasets root).
+    meta = MetadataCatalog.get("coco_2017_test_stuff_10k_sem_seg")
+    assert meta.image_root.endswith("coco/coco_stuff_10k/images_detectron2/test")
+    assert meta.sem_seg_root.endswith("coco/coco_stuff_10k/annotations_detectron2/test")
+    name = f"test_{uuid.uuid4().hex}"
+    register_sem_seg(
+        name, image_root=str(folder / "images_detectron2/test"),
+        sem_seg_root=str(folder / "annotations_detectron2/test"), ignore_label=255,
+    )
+    dicts = DatasetCatalog.get(name)
+    DatasetCatalog.remove(name)
+    assert dicts == [{
+        "file_name": str(folder / "images_detectron2/test/COCO_train2014_000000000002.jpg"),
+        "sem_seg_file_name": str(folder / "annotations_detectron2/test/COCO_train2014_000000000002.png"),
+    }]
+    meta = MetadataCatalog.get("coco_2017_train_stuff_10k_sem_seg")
+    assert (len(meta.stuff_classes), meta.ignore_label, meta.evaluator_type) == (171, 255, "sem_seg")
+    assert meta.stuff_classes[170] == "wood" and meta.stuff_dataset_id_to_contiguous_id[182] == 170
+
+
+@pytest.mark.parametrize(
+    "case, labels, message",
+    [
+        ("label out of range", np.array([[0, 2], [174, 1]]), r"000001\.mat: key 'S': labels \[0\.0, 174\.0\]"),
+        ("size differs from its image", None, r"000001\.mat: key 'S': label map is 2x2 \(WxH\).* is 3x2"),
+    ],
+)
+def test_coco_stuff_10k_bad_annotations_are_named(tmp_path, fake_h5py, case, labels, message):
+    folder = coco_stuff_10k_layout(
+        tmp_path, {"COCO_train2014_000000000001": np.full((2, 3), 2), "COCO_train2014_000000000002": np.full((2, 2), 2)}
+    )
+    labels = np.full((2, 2), 2) if labels is None else labels
+    with open(folder / "annotations/COCO_train2014_000000000001.mat", "wb") as f:
+        np.save(f, labels.T.astype(np.float64))
+    with pytest.raises(DatasetFileError, match=message):
+        run("prepare_coco_stuff_10k_sem_seg", tmp_path)
+
+
+def test_coco_stuff_10k_rejects_a_non_hdf5_annotation(tmp_path, fake_h5py):
+    folder = coco_stuff_10k_layout(
+        tmp_path, {"COCO_train2014_000000000001": np.full((2, 2), 2), "COCO_train2014_000000000002": np.full((2, 2), 2)}
+    )
+    (folder / "annotations/COCO_train2014_000000000001.mat").write_bytes(b"MATLAB 5.0 MAT-file")
+    with pytest.raises(DatasetFileError, match=r"000001\.mat: is not a MATLAB v7\.3 \(HDF5\) file"):
+        run("prepare_coco_stuff_10k_sem_seg", tmp_path)
+
+
+def test_coco_stuff_10k_without_h5py_names_it(tmp_path, monkeypatch):
+    coco_stuff_10k_layout(
+        tmp_path, {"COCO_train2014_000000000001": np.full((2, 2), 2), "COCO_train2014_000000000002": np.full((2, 2), 2)}
+    )
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(ImportError, match="pip install h5py"):
+        run("prepare_coco_stuff_10k_sem_seg", tmp_path)
 
 
 def _coco_panoptic_split(tmp_path, split, segments):
@@ -291,3 +407,11 @@ def test_worker_processes_give_the_same_outputs(tmp_path):
     run("prepare_ade20k_pan_seg", parallel, "--workers", "2")
     json_name = "ADEChallengeData2016/ade20k_panoptic_train.json"
     assert (parallel / json_name).read_text() == (serial / json_name).read_text()
+
+
+def test_coco_semantic_from_panoptic_names_a_malformed_json(tmp_path):
+    json_file = _coco_panoptic_split(tmp_path, "train2017", [])
+    _coco_panoptic_split(tmp_path, "val2017", [])
+    json_file.write_text('{"annotations": [{"image_id": 1}]}')
+    with pytest.raises(DatasetFileError, match=r"panoptic_train2017\.json: annotation 0: key 'file_name': is missing"):
+        run("prepare_coco_semantic_annos_from_panoptic", tmp_path)

@@ -20,7 +20,7 @@ fi
 
 start=$(date +%s)
 echo "[build_cuda_ext] compiling mask_former._C for TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-<setup.py default>}"
-FORCE_CUDA=1 MAX_JOBS=${MAX_JOBS:-2} "$PY" setup.py --quiet build_ext \
+FORCE_CUDA=1 MASK_FORMER_NO_CPU_OP=1 MAX_JOBS=${MAX_JOBS:-2} "$PY" setup.py --quiet build_ext \
   --build-temp "$OUT/tmp" --build-lib "$OUT/lib"
-find "$OUT/lib" -name '_C*.so' | grep -q . || { echo "[build_cuda_ext] no _C*.so was produced" >&2; exit 1; }
-echo "[build_cuda_ext] ok in $(( $(date +%s) - start ))s: $(find "$OUT/lib" -name '_C*.so')"
+find "$OUT/lib" -name '_C.*.so' | grep -q . || { echo "[build_cuda_ext] no _C.*.so was produced" >&2; exit 1; }
+echo "[build_cuda_ext] ok in $(( $(date +%s) - start ))s: $(find "$OUT/lib" -name '_C.*.so')"

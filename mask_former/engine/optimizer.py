@@ -7,7 +7,7 @@ from torch import nn
 
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-__all__ = ["EMBEDDING_PARAM_NAMES", "NORM_MODULE_TYPES", "build_optimizer", "get_param_groups"]
+__all__ = ["NORM_MODULE_TYPES", "ZERO_DECAY_PARAM_NAMES", "build_optimizer", "get_param_groups"]
 
 NORM_MODULE_TYPES = (
     nn.BatchNorm1d,
@@ -24,8 +24,10 @@ NORM_MODULE_TYPES = (
 """Modules whose parameters get ``SOLVER.WEIGHT_DECAY_NORM`` (detectron2's NaiveSyncBatchNorm and
 FrozenBatchNorm2d are covered: the first subclasses BatchNorm2d, the second has no parameters)."""
 
-EMBEDDING_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed", "level_embed")
-"""Parameters (besides those of ``nn.Embedding`` modules) that get ``SOLVER.WEIGHT_DECAY_EMBED``."""
+ZERO_DECAY_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
+"""Parameters whose name contains one of these (Swin's position tables) get no weight decay, as in
+both upstream projects; other position embeddings (such as the deformable encoder's
+``level_embed``) get ``SOLVER.WEIGHT_DECAY``, as upstream."""
 
 OPTIMIZERS: Dict[str, Type[torch.optim.Optimizer]] = {"SGD": torch.optim.SGD, "ADAMW": torch.optim.AdamW}
 """``SOLVER.OPTIMIZER`` -> optimizer class."""
@@ -36,9 +38,12 @@ def _param_hyperparams(cfg, module_name: str, module: nn.Module, param_name: str
     if "backbone" in module_name:
         lr *= cfg.SOLVER.BACKBONE_MULTIPLIER
     weight_decay = cfg.SOLVER.WEIGHT_DECAY
+    # Upstream's order: a later rule overrides an earlier one.
+    if any(name in param_name for name in ZERO_DECAY_PARAM_NAMES):
+        weight_decay = 0.0
     if isinstance(module, NORM_MODULE_TYPES):
         weight_decay = cfg.SOLVER.WEIGHT_DECAY_NORM
-    if isinstance(module, nn.Embedding) or param_name in EMBEDDING_PARAM_NAMES:
+    if isinstance(module, nn.Embedding):
         weight_decay = cfg.SOLVER.WEIGHT_DECAY_EMBED
     return {"lr": lr, "weight_decay": weight_decay}
 
@@ -49,9 +54,12 @@ def get_param_groups(cfg, model: nn.Module) -> List[Dict[str, Any]]:
 
     - ``lr``: ``SOLVER.BASE_LR``, times ``SOLVER.BACKBONE_MULTIPLIER`` inside modules whose name
       contains "backbone";
-    - ``weight_decay``: ``SOLVER.WEIGHT_DECAY``; ``SOLVER.WEIGHT_DECAY_NORM`` for normalization
-      layers; ``SOLVER.WEIGHT_DECAY_EMBED`` for ``nn.Embedding`` weights and the position
-      embeddings named in ``EMBEDDING_PARAM_NAMES``.
+    - ``weight_decay``: ``SOLVER.WEIGHT_DECAY``; 0 for the Swin position tables named in
+      ``ZERO_DECAY_PARAM_NAMES``; ``SOLVER.WEIGHT_DECAY_NORM`` for normalization layers;
+      ``SOLVER.WEIGHT_DECAY_EMBED`` for ``nn.Embedding`` weights.
+
+    These are the groups of both upstream projects' ``Trainer.build_optimizer`` (identical in
+    MaskFormer v1 and Mask2Former), parameter by parameter.
     """
     groups = []
     seen = set()

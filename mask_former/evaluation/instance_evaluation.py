@@ -6,6 +6,8 @@ import torch
 from detectron2.data.catalog import Metadata
 from detectron2.evaluation import COCOEvaluator
 
+from ..data.datasets.registration import model_classes
+
 __all__ = ["InstanceSegEvaluator"]
 
 
@@ -32,7 +34,7 @@ class InstanceSegEvaluator(COCOEvaluator):
             **{
                 **self._metadata.as_dict(),
                 "thing_dataset_id_to_contiguous_id": {dataset_id: i for i, (dataset_id, _) in enumerate(things)},
-                "thing_classes": _thing_class_names(self._metadata, [model_class for _, model_class in things]),
+                "thing_classes": [model_classes(self._metadata)[0][model_class] for _, model_class in things],
             }
         )
 
@@ -50,11 +52,3 @@ class InstanceSegEvaluator(COCOEvaluator):
         )
         return {**output, "instances": instances}
 
-
-def _thing_class_names(metadata: Metadata, model_classes: List[int]) -> List[str]:
-    """Names of the thing classes in the order of ``model_classes``. Panoptic datasets list every
-    class of the model in ``stuff_classes`` (detectron2's convention, also upstream's ADE20K)."""
-    every_class = metadata.get("stuff_classes", [])
-    if model_classes and len(every_class) > max(model_classes):
-        return [every_class[c] for c in model_classes]
-    return list(metadata.thing_classes)

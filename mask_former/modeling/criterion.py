@@ -13,12 +13,14 @@ from detectron2.projects.point_rend.point_features import (
 from detectron2.utils.comm import get_world_size
 
 __all__ = [
+    "FullMaskSetCriterion",
     "SetCriterion",
     "calculate_uncertainty",
     "dice_loss",
     "dice_loss_from_sums",
     "pad_to_common_size",
     "sigmoid_ce_loss",
+    "sigmoid_focal_loss",
 ]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -55,6 +57,30 @@ def sigmoid_ce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
         its points.
     """
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1)
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """
+    RetinaNet's sigmoid focal loss, as MaskFormer (v1) trains its masks with.
+
+    Args:
+        logits (`torch.Tensor` of shape `(N, P)`): mask logits at P pixels.
+        targets (`torch.Tensor` of shape `(N, P)`): target mask values (0 to 1) at the same pixels.
+        alpha: weight of the positive pixels (negatives get `1 - alpha`); negative: no weighting.
+        gamma: exponent of the modulating factor `(1 - p_t)`.
+
+    Returns:
+        `torch.Tensor` of shape `(N,)`: focal loss of each mask, averaged over its pixels.
+    """
+    probs = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = probs * targets + (1 - probs) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.mean(1)
 
 
 def calculate_uncertainty(logits: torch.Tensor) -> torch.Tensor:
@@ -233,6 +259,13 @@ class SetCriterion(nn.Module):
             dist.all_reduce(num_masks)
         return torch.clamp(num_masks / get_world_size(), min=1).item()
 
+    def _mask_loss_repr(self) -> List[str]:
+        return [
+            f"num_points: {self.num_points}",
+            f"oversample_ratio: {self.oversample_ratio}",
+            f"importance_sample_ratio: {self.importance_sample_ratio}",
+        ]
+
     def __repr__(self) -> str:
         body = [
             "matcher: " + repr(self.matcher).replace("\n", "\n    "),
@@ -240,11 +273,62 @@ class SetCriterion(nn.Module):
             f"weight_dict: {self.weight_dict}",
             f"num_classes: {self.num_classes}",
             f"eos_coef: {self.eos_coef}",
-            f"num_points: {self.num_points}",
-            f"oversample_ratio: {self.oversample_ratio}",
-            f"importance_sample_ratio: {self.importance_sample_ratio}",
-        ]
+        ] + self._mask_loss_repr()
         return "\n".join(["Criterion " + type(self).__name__] + ["    " + line for line in body])
+
+
+class FullMaskSetCriterion(SetCriterion):
+    """
+    MaskFormer (v1)'s losses: as `SetCriterion`, except that "masks" gives `loss_mask`, a sigmoid
+    focal loss, and `loss_dice` on every pixel of the targets, the predicted masks being upsampled
+    (bilinearly) to the targets' padded size.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        matcher: nn.Module,
+        weight_dict: Dict[str, float],
+        eos_coef: float,
+        losses: Sequence[str],
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
+        """
+        Args:
+            num_classes, matcher, weight_dict, eos_coef, losses: as in `SetCriterion`.
+            focal_alpha, focal_gamma: parameters of the focal loss (see `sigmoid_focal_loss`).
+        """
+        super().__init__(
+            num_classes, matcher, weight_dict, eos_coef, losses,
+            num_points=0, oversample_ratio=1.0, importance_sample_ratio=0.0,
+        )
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+
+    def loss_masks(
+        self,
+        outputs: Dict[str, torch.Tensor],
+        targets: List[Dict[str, torch.Tensor]],
+        indices: Indices,
+        num_masks: float,
+    ) -> Dict[str, torch.Tensor]:
+        """Full-resolution `loss_mask` (sigmoid focal) and `loss_dice` of the matched masks."""
+        pred_masks = outputs["pred_masks"][_batch_and_query_indices(indices)]
+        target_masks = pad_to_common_size([t["masks"].to(pred_masks) for t in targets])
+        target_masks = torch.cat([masks[tgt] for masks, (_, tgt) in zip(target_masks, indices)])
+        pred_masks = F.interpolate(
+            pred_masks[:, None], size=target_masks.shape[-2:], mode="bilinear", align_corners=False
+        )
+        logits, labels = pred_masks.flatten(1), target_masks.flatten(1)
+        focal = sigmoid_focal_loss(logits, labels, self.focal_alpha, self.focal_gamma)
+        return {
+            "loss_mask": focal.sum() / num_masks,
+            "loss_dice": dice_loss(logits, labels).sum() / num_masks,
+        }
+
+    def _mask_loss_repr(self) -> List[str]:
+        return [f"focal_alpha: {self.focal_alpha}", f"focal_gamma: {self.focal_gamma}"]
 
 
 def _batch_and_query_indices(indices: Indices) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,13 @@ from detectron2.projects.point_rend.point_features import point_sample
 
 from .criterion import dice_loss_from_sums
 
-__all__ = ["HungarianMatcher", "pairwise_dice_cost", "pairwise_sigmoid_ce_cost"]
+__all__ = [
+    "FullMaskHungarianMatcher",
+    "HungarianMatcher",
+    "pairwise_dice_cost",
+    "pairwise_sigmoid_ce_cost",
+    "pairwise_sigmoid_focal_cost",
+]
 
 
 def pairwise_sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -28,6 +34,32 @@ def pairwise_sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> tor
     negative = F.binary_cross_entropy_with_logits(
         logits, torch.zeros_like(logits), reduction="none"
     )
+    return (positive @ targets.T + negative @ (1 - targets).T) / logits.shape[1]
+
+
+def pairwise_sigmoid_focal_cost(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
+    """
+    Sigmoid focal loss (see `criterion.sigmoid_focal_loss`) of every prediction against every
+    target, averaged over pixels.
+
+    Args:
+        logits (`torch.Tensor` of shape `(Q, P)`): mask logits of Q predictions at P pixels.
+        targets (`torch.Tensor` of shape `(T, P)`): 0/1 target masks at the same pixels.
+
+    Returns:
+        `torch.Tensor` of shape `(Q, T)`.
+    """
+    probs = logits.sigmoid()
+    positive = (1 - probs) ** gamma * F.binary_cross_entropy_with_logits(
+        logits, torch.ones_like(logits), reduction="none"
+    )
+    negative = probs**gamma * F.binary_cross_entropy_with_logits(
+        logits, torch.zeros_like(logits), reduction="none"
+    )
+    if alpha >= 0:
+        positive, negative = alpha * positive, (1 - alpha) * negative
     return (positive @ targets.T + negative @ (1 - targets).T) / logits.shape[1]
 
 
@@ -156,14 +188,25 @@ class HungarianMatcher(nn.Module):
             return pred_logits.new_zeros((pred_logits.shape[0], 0), dtype=torch.float32)
         with torch.autocast(device_type=pred_masks.device.type, enabled=False):
             class_cost = -pred_logits.float().softmax(-1)[:, labels]
-            coords = self._point_coords(pred_masks.shape[-2:], pred_masks.device, generator)
-            pred_points = _sample_at(pred_masks.float(), coords)
-            target_points = _sample_at(target_masks.to(torch.float32), coords)
-            return (
-                self.cost_class * class_cost
-                + self.cost_mask * pairwise_sigmoid_ce_cost(pred_points, target_points)
-                + self.cost_dice * pairwise_dice_cost(pred_points, target_points)
-            )
+            mask_cost, dice_cost = self.mask_costs(pred_masks.float(), target_masks.to(torch.float32), generator)
+            return self.cost_class * class_cost + self.cost_mask * mask_cost + self.cost_dice * dice_cost
+
+    def mask_costs(
+        self, pred_masks: torch.Tensor, target_masks: torch.Tensor, generator: Optional[torch.Generator]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            pred_masks (`torch.Tensor` of shape `(Q, H, W)`): mask logits, float32.
+            target_masks (`torch.Tensor` of shape `(T, H_t, W_t)`): 0/1 masks, float32.
+
+        Returns:
+            The mask cost and the dice cost, two `torch.Tensor` of shape `(Q, T)`: sigmoid BCE and
+            dice at the points of `num_points`.
+        """
+        coords = self._point_coords(pred_masks.shape[-2:], pred_masks.device, generator)
+        pred_points = _sample_at(pred_masks, coords)
+        target_points = _sample_at(target_masks, coords)
+        return pairwise_sigmoid_ce_cost(pred_points, target_points), pairwise_dice_cost(pred_points, target_points)
 
     def _point_coords(
         self, mask_size: torch.Size, device: torch.device, generator: Optional[torch.Generator]
@@ -192,6 +235,48 @@ class HungarianMatcher(nn.Module):
             f"num_points: {self.num_points}",
         ]
         return "\n".join(["Matcher " + type(self).__name__] + ["    " + line for line in body])
+
+
+class FullMaskHungarianMatcher(HungarianMatcher):
+    """
+    MaskFormer (v1)'s matcher: as `HungarianMatcher`, but the mask cost is a sigmoid focal loss,
+    and both mask costs compare every pixel of the predicted masks with the targets downsampled
+    (nearest) to the predictions' size.
+    """
+
+    def __init__(
+        self,
+        cost_class: float = 1,
+        cost_mask: float = 1,
+        cost_dice: float = 1,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
+        """
+        Args:
+            cost_class, cost_mask, cost_dice: as in `HungarianMatcher`.
+            focal_alpha, focal_gamma: parameters of the focal cost.
+        """
+        super().__init__(cost_class, cost_mask, cost_dice, num_points=0)
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+
+    def mask_costs(
+        self, pred_masks: torch.Tensor, target_masks: torch.Tensor, generator: Optional[torch.Generator]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Focal and dice costs `(Q, T)` at every pixel of `pred_masks` `(Q, H, W)`."""
+        target_masks = F.interpolate(target_masks[:, None], size=pred_masks.shape[-2:], mode="nearest")
+        pred, target = pred_masks.flatten(1), target_masks.flatten(1)
+        focal = pairwise_sigmoid_focal_cost(pred, target, self.focal_alpha, self.focal_gamma)
+        return focal, pairwise_dice_cost(pred, target)
+
+    def __repr__(self) -> str:
+        return "\n".join([
+            "Matcher " + type(self).__name__,
+            f"    cost_class: {self.cost_class}",
+            f"    cost_mask: {self.cost_mask} (sigmoid focal, alpha {self.focal_alpha}, gamma {self.focal_gamma})",
+            f"    cost_dice: {self.cost_dice}",
+        ])
 
 
 def _sample_at(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .ms_deform_attn_func import load_extension, ms_deform_attn_cuda
+from .ms_deform_attn_func import CPU_EXTENSION, EXTENSION, load_extension, ms_deform_attn_cpu, ms_deform_attn_cuda
 from .ms_deform_attn_ref import ms_deform_attn_pytorch
 
 logger = logging.getLogger(__name__)
@@ -45,16 +45,57 @@ def _cuda_kernel(value, value_spatial_shapes, value_level_start_index, sampling_
 
 IMPLEMENTATIONS: Dict[str, Callable[..., torch.Tensor]] = {
     "cuda": _cuda_kernel,
+    "cpu": ms_deform_attn_cpu,
     "pytorch": ms_deform_attn_pytorch,
 }
 
+# Each kernel: the device type it runs on, the extension that holds it and how to build that.
+KERNELS: Dict[str, Tuple[str, str, str]] = {
+    "cuda": ("cuda", EXTENSION, "FORCE_CUDA=1 pip install -e ."),
+    "cpu": ("cpu", CPU_EXTENSION, "pip install -e . with a C++ compiler"),
+}
 
-def cuda_unavailable_reason(value: torch.Tensor) -> Optional[str]:
-    """Why the CUDA kernel cannot run on ``value``, or None when it can."""
-    if not value.is_cuda:
+
+NO_KERNEL_IMAGE = "no kernel image is available"
+"""CUDA's message when a binary holds no code for the GPU's architecture (nor PTX it can compile)."""
+
+
+def _run_cuda_probe(device: torch.device) -> None:
+    """One tiny call of the CUDA kernel on ``device``, synchronized so that a launch error surfaces."""
+    value = torch.zeros(1, 1, 1, 1, device=device)
+    shapes = torch.ones(1, 2, dtype=torch.long, device=device)
+    start = torch.zeros(1, dtype=torch.long, device=device)
+    locations = torch.full((1, 1, 1, 1, 1, 2), 0.5, device=device)
+    _cuda_kernel(value, shapes, start, locations, torch.ones(1, 1, 1, 1, 1, device=device))
+    torch.cuda.synchronize(device)
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_kernel_image_problem(device: torch.device) -> Optional[str]:
+    """Why the built CUDA kernel cannot run on the GPU ``device`` (it was compiled for other
+    architectures), or None when it can. Probed once per device."""
+    try:
+        _run_cuda_probe(device)
+    except RuntimeError as error:
+        if NO_KERNEL_IMAGE not in str(error):
+            raise
+        major, minor = torch.cuda.get_device_capability(device)
+        return (
+            f"{EXTENSION} has no kernel image for {torch.cuda.get_device_name(device)} (sm_{major}{minor}): rebuild "
+            f"it with TORCH_CUDA_ARCH_LIST={major}.{minor} FORCE_CUDA=1 pip install -e ."
+        )
+    return None
+
+
+def kernel_unavailable_reason(kernel: str, value: torch.Tensor) -> Optional[str]:
+    """Why ``kernel`` (a key of :data:`KERNELS`) cannot run on ``value``, or None when it can."""
+    device, extension, build = KERNELS[kernel]
+    if value.device.type != device:
         return f"the inputs are on {value.device.type}"
-    if load_extension() is None:
-        return "the extension mask_former._C is not built (FORCE_CUDA=1 pip install -e .)"
+    if load_extension(extension) is None:
+        return f"the extension {extension} is not built ({build})"
+    if kernel == "cuda":
+        return cuda_kernel_image_problem(value.device)
     return None
 
 
@@ -63,13 +104,17 @@ def choose_implementation(value: torch.Tensor) -> Tuple[str, str]:
     requested = os.environ.get(IMPLEMENTATION_ENV, "auto")
     if requested == "pytorch":
         return "pytorch", f"{IMPLEMENTATION_ENV}=pytorch"
-    if requested not in ("auto", "cuda"):
-        raise ValueError(f"{IMPLEMENTATION_ENV}={requested!r}: expected auto, cuda or pytorch")
-    unavailable = cuda_unavailable_reason(value)
+    if requested != "auto" and requested not in KERNELS:
+        raise ValueError(f"{IMPLEMENTATION_ENV}={requested!r}: expected auto, pytorch, {', '.join(KERNELS)}")
+    on_device = [name for name, (device, _, _) in KERNELS.items() if device == value.device.type]
+    kernel = requested if requested != "auto" else next(iter(on_device), None)
+    if kernel is None:
+        return "pytorch", f"no kernel for {value.device.type} inputs"
+    unavailable = kernel_unavailable_reason(kernel, value)
     if unavailable is None:
-        return "cuda", "CUDA inputs and mask_former._C is built"
-    if requested == "cuda":
-        raise RuntimeError(f"{IMPLEMENTATION_ENV}=cuda but {unavailable}")
+        return kernel, f"{value.device.type.upper()} inputs and {KERNELS[kernel][1]} is built"
+    if requested == kernel:
+        raise RuntimeError(f"{IMPLEMENTATION_ENV}={kernel} but {unavailable}")
     return "pytorch", unavailable
 
 
@@ -108,8 +153,10 @@ def ms_deform_attn(
 __all__ = [
     "IMPLEMENTATION_ENV",
     "choose_implementation",
+    "cuda_kernel_image_problem",
     "is_deterministic",
     "ms_deform_attn",
+    "ms_deform_attn_cpu",
     "ms_deform_attn_cuda",
     "ms_deform_attn_pytorch",
     "set_deterministic",

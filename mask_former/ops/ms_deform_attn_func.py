@@ -1,5 +1,5 @@
-"""The CUDA kernel of multi-scale deformable attention (extension ``mask_former._C``) as an autograd
-Function."""
+"""The compiled kernels of multi-scale deformable attention as one autograd Function: CUDA (extension
+``mask_former._C``) and CPU (extension ``mask_former._C_cpu``), which share one signature."""
 import functools
 import importlib
 import importlib.util
@@ -10,28 +10,30 @@ import torch
 from torch.autograd.function import once_differentiable
 
 EXTENSION = "mask_former._C"
+CPU_EXTENSION = "mask_former._C_cpu"
+BUILD_COMMANDS = {EXTENSION: "FORCE_CUDA=1 pip install -e .", CPU_EXTENSION: "pip install -e . (needs a C++ compiler)"}
 
 
 @functools.lru_cache(maxsize=None)
-def load_extension() -> Optional[ModuleType]:
-    """The compiled extension, or None when it is not built. Imported on first use: runs that never pass
-    CUDA tensors never load it."""
-    spec = importlib.util.find_spec(EXTENSION)
+def load_extension(name: str = EXTENSION) -> Optional[ModuleType]:
+    """The compiled extension ``name``, or None when it is not built. Imported on first use: runs that never
+    use a kernel never load it."""
+    spec = importlib.util.find_spec(name)
     if spec is None:
         return None
     try:
-        return importlib.import_module(EXTENSION)
+        return importlib.import_module(name)
     except ImportError as error:
         raise ImportError(
             f"{spec.origin} cannot be loaded ({error}); it was probably built against another torch: rebuild it "
-            f"(`FORCE_CUDA=1 pip install -e .`), delete it, or set MASK_FORMER_DEFORM_ATTN=pytorch"
+            f"(`{BUILD_COMMANDS[name]}`), delete it, or set MASK_FORMER_DEFORM_ATTN=pytorch"
         ) from error
 
 
-def _extension() -> ModuleType:
-    extension = load_extension()
+def _extension(name: str) -> ModuleType:
+    extension = load_extension(name)
     if extension is None:
-        raise RuntimeError(f"{EXTENSION} is not built: build it with `FORCE_CUDA=1 pip install -e .`")
+        raise RuntimeError(f"{name} is not built: build it with `{BUILD_COMMANDS[name]}`")
     return extension
 
 
@@ -41,12 +43,14 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class MSDeformAttnFunction(torch.autograd.Function):
-    """The kernel's forward and backward. ``sampling_locations`` and ``attention_weights`` must be in the
-    accumulation dtype of ``value`` (see :func:`ms_deform_attn_cuda`)."""
+    """A kernel's forward and backward; ``extension`` is the compiled module that runs them. Saves only the
+    inputs: the backward resamples the values instead of keeping them. ``sampling_locations`` and
+    ``attention_weights`` must be in the accumulation dtype of ``value`` (see :func:`ms_deform_attn_cuda`)."""
 
     @staticmethod
     def forward(
         ctx,
+        extension: ModuleType,
         value: torch.Tensor,
         value_spatial_shapes: torch.Tensor,
         value_level_start_index: torch.Tensor,
@@ -54,21 +58,43 @@ class MSDeformAttnFunction(torch.autograd.Function):
         attention_weights: torch.Tensor,
         deterministic: bool,
     ) -> torch.Tensor:
+        ctx.extension = extension
         ctx.deterministic = deterministic
         ctx.save_for_backward(
             value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights
         )
-        return _extension().ms_deform_attn_forward(
+        return extension.ms_deform_attn_forward(
             value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights
         )
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
-        grad_value, grad_locations, grad_weights = _extension().ms_deform_attn_backward(
+        grad_value, grad_locations, grad_weights = ctx.extension.ms_deform_attn_backward(
             *ctx.saved_tensors, grad_output.contiguous(), ctx.deterministic
         )
-        return grad_value, None, None, grad_locations, grad_weights, None
+        return None, grad_value, None, None, grad_locations, grad_weights, None
+
+
+def _run_kernel(
+    name: str,
+    value: torch.Tensor,
+    value_spatial_shapes: torch.Tensor,
+    value_level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    deterministic: bool,
+) -> torch.Tensor:
+    dtype = accumulation_dtype(value.dtype)
+    return MSDeformAttnFunction.apply(
+        _extension(name),
+        value,
+        value_spatial_shapes,
+        value_level_start_index,
+        sampling_locations.to(dtype),
+        attention_weights.to(dtype),
+        deterministic,
+    )
 
 
 def ms_deform_attn_cuda(
@@ -90,12 +116,34 @@ def ms_deform_attn_cuda(
         deterministic: gather ``value``'s gradient in a fixed order instead of with atomics: bit-identical
             gradients from run to run, at a cost in speed and memory.
     """
-    dtype = accumulation_dtype(value.dtype)
-    return MSDeformAttnFunction.apply(
+    return _run_kernel(
+        EXTENSION,
         value,
         value_spatial_shapes,
         value_level_start_index,
-        sampling_locations.to(dtype),
-        attention_weights.to(dtype),
+        sampling_locations,
+        attention_weights,
         deterministic,
+    )
+
+
+def ms_deform_attn_cpu(
+    value: torch.Tensor,
+    value_spatial_shapes: torch.Tensor,
+    value_level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Multi-scale deformable attention on the fused CPU operator (``mask_former._C_cpu``); shapes and dtypes
+    as in :func:`ms_deform_attn_cuda`. Samples, weights and accumulates in one pass without materializing the
+    sampled values, and saves only its inputs for the backward, which is always deterministic (each thread
+    owns a disjoint slice of the value gradient)."""
+    return _run_kernel(
+        CPU_EXTENSION,
+        value,
+        value_spatial_shapes,
+        value_level_start_index,
+        sampling_locations,
+        attention_weights,
+        deterministic=True,
     )

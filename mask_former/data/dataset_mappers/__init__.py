@@ -6,6 +6,7 @@ from .coco_lsj_dataset_mappers import (
     COCOInstanceNewBaselineDatasetMapper,
     COCOPanopticNewBaselineDatasetMapper,
 )
+from .detr_panoptic_dataset_mapper import DETRPanopticDatasetMapper
 from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper
 from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
@@ -16,6 +17,7 @@ __all__ = [
     "ColorAugSSD",
     "ColorAugSSDTransform",
     "DATASET_MAPPER_REGISTRY",
+    "DETRPanopticDatasetMapper",
     "MaskFormerInstanceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",

@@ -1,11 +1,13 @@
 """The training augmentations of the MaskFormer dataset mappers, built from the config."""
+import random
+
 import cv2
 import numpy as np
 from fvcore.transforms.transform import Transform
 
 from detectron2.data import transforms as T
 
-from .utils import IMAGE_PAD_VALUE, resolve_ignore_label
+from .utils import IMAGE_PAD_VALUE
 
 __all__ = [
     "ColorAugSSD",
@@ -38,6 +40,10 @@ class ColorAugSSDTransform(Transform):
     shift, then contrast, saturation and hue changes (contrast first or last). A parameter left
     None skips its step. Geometry and labels are unchanged.
 
+    Saturation and hue each go to HSV and back on their own, as in detectron2's PointRend
+    ``ColorAugSSDTransform`` that upstream uses: the uint8 round trips round, so merging them
+    would change the pixels.
+
     Args:
         image_format (str): "BGR" or "RGB", the channel order of the images it receives.
         brightness_delta (float, optional): added to every pixel value.
@@ -68,8 +74,10 @@ class ColorAugSSDTransform(Transform):
         """img: uint8 ``[H, W, 3]`` in ``image_format``; returns the distorted image, same shape."""
         if self.brightness_delta is not None:
             img = _scale_and_shift(img, beta=self.brightness_delta)
-        steps = [self._contrast, self._saturation_and_hue]
-        for step in reversed(steps) if self.contrast_last else steps:
+        steps = [self._contrast, self._saturation, self._hue]
+        if self.contrast_last:
+            steps = steps[1:] + steps[:1]
+        for step in steps:
             img = step(img)
         return img
 
@@ -78,15 +86,21 @@ class ColorAugSSDTransform(Transform):
             return img
         return _scale_and_shift(img, alpha=self.contrast_factor)
 
-    def _saturation_and_hue(self, img):
-        if self.saturation_factor is None and self.hue_delta is None:
+    def _saturation(self, img):
+        if self.saturation_factor is None:
             return img
+        return self._in_hsv(img, 1, lambda s: _scale_and_shift(s, alpha=self.saturation_factor))
+
+    def _hue(self, img):
+        if self.hue_delta is None:
+            return img
+        return self._in_hsv(img, 0, lambda h: (h.astype(np.int32) + self.hue_delta) % 180)
+
+    def _in_hsv(self, img, channel, change):
+        """Convert to HSV, replace ``channel`` by ``change(channel)``, convert back."""
         to_hsv, from_hsv = _HSV_CONVERSIONS[self.image_format]
         hsv = cv2.cvtColor(img, to_hsv)
-        if self.saturation_factor is not None:
-            hsv[..., 1] = _scale_and_shift(hsv[..., 1], alpha=self.saturation_factor)
-        if self.hue_delta is not None:
-            hsv[..., 0] = (hsv[..., 0].astype(np.int32) + self.hue_delta) % 180
+        hsv[..., channel] = change(hsv[..., channel])
         return cv2.cvtColor(hsv, from_hsv)
 
     def apply_coords(self, coords):
@@ -101,12 +115,15 @@ class ColorAugSSD(T.Augmentation):
     probability 1/2, with brightness shift in ``[-brightness_delta, brightness_delta]``, contrast
     and saturation factors in ``contrast_range`` / ``saturation_range`` and hue shift in
     ``[-hue_delta, hue_delta]``; contrast goes first or last with probability 1/2.
+
+    The draws use Python's ``random`` in the order of upstream's PointRend transform (brightness,
+    order, then each step in the order applied), so that a seeded run gives upstream's pixels.
     """
 
     def __init__(
         self,
         image_format,
-        brightness_delta=32.0,
+        brightness_delta=32,
         contrast_range=(0.5, 1.5),
         saturation_range=(0.5, 1.5),
         hue_delta=18,
@@ -115,22 +132,25 @@ class ColorAugSSD(T.Augmentation):
         self._init(locals())
 
     def get_transform(self, image):
+        delta = self.brightness_delta
+        brightness = self._half_the_time(random.uniform, -delta, delta)
+        contrast_last = not random.randrange(2)
+        draws = {
+            "contrast_factor": (random.uniform, *self.contrast_range),
+            "saturation_factor": (random.uniform, *self.saturation_range),
+            "hue_delta": (random.randint, -self.hue_delta, self.hue_delta),
+        }
+        order = list(draws)
+        if contrast_last:
+            order = order[1:] + order[:1]
+        params = {name: self._half_the_time(*draws[name]) for name in order}
         return ColorAugSSDTransform(
-            self.image_format,
-            brightness_delta=self._half_the_time(
-                np.random.uniform(-self.brightness_delta, self.brightness_delta)
-            ),
-            contrast_factor=self._half_the_time(np.random.uniform(*self.contrast_range)),
-            saturation_factor=self._half_the_time(np.random.uniform(*self.saturation_range)),
-            hue_delta=self._half_the_time(
-                int(np.random.randint(-self.hue_delta, self.hue_delta + 1))
-            ),
-            contrast_last=bool(np.random.rand() < 0.5),
+            self.image_format, brightness_delta=brightness, contrast_last=contrast_last, **params
         )
 
     @staticmethod
-    def _half_the_time(value):
-        return value if np.random.rand() < 0.5 else None
+    def _half_the_time(draw, *args):
+        return draw(*args) if random.randrange(2) else None
 
 
 def build_flip(cfg):
@@ -174,11 +194,13 @@ def build_mask_former_augmentations(cfg, crop_by_category_area):
 def _build_crop(cfg, crop_by_category_area):
     if not crop_by_category_area:
         return T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE)
+    # Upstream's crop leaves out MODEL.SEM_SEG_HEAD.IGNORE_VALUE (not the metadata's
+    # ignore_label, which the targets use); the two agree in every upstream config.
     return T.RandomCrop_CategoryAreaConstraint(
         cfg.INPUT.CROP.TYPE,
         cfg.INPUT.CROP.SIZE,
         cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
-        resolve_ignore_label(cfg),
+        cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
     )
 
 

@@ -20,7 +20,7 @@ DATASET_MAPPER_REGISTRY = _NamedRegistry("DATASET_MAPPER")
 DATASET_MAPPER_REGISTRY.__doc__ = """
 Training dataset mappers, named by ``cfg.INPUT.DATASET_MAPPER_NAME`` (the upstream Mask2Former
 names: ``mask_former_semantic``, ``mask_former_panoptic``, ``mask_former_instance``,
-``coco_instance_lsj``, ``coco_panoptic_lsj``).
+``coco_instance_lsj``, ``coco_panoptic_lsj``) and MaskFormer v1's ``detr_panoptic``.
 
 Called as ``Mapper(cfg, is_train=True)``. The mapper is a callable taking one dataset dict in
 detectron2's format (a copy is made; the input is not modified) and returning the model's input

@@ -3,7 +3,6 @@
 import copy
 import logging
 
-import numpy as np
 import torch
 
 from detectron2.config import configurable
@@ -13,14 +12,16 @@ from detectron2.structures import BitMasks
 from .augmentations import build_lsj_augmentations
 from .build import DATASET_MAPPER_REGISTRY
 from .utils import (
+    PANOPTIC_VOID_ID,
     annotations_to_masks,
     image_to_tensor,
     masks_to_instances,
+    padding_mask,
+    panoptic_ids,
     read_dataset_image,
-    read_panoptic_labels,
+    read_panoptic_segments,
     require_key,
     require_training,
-    resolve_ignore_label,
     segments_to_instances,
 )
 
@@ -71,20 +72,18 @@ class _LargeScaleJitterDatasetMapper:
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
-    def _augment(self, dataset_dict, image, sem_seg=None):
-        """Augment ``image`` (and ``sem_seg``), store ``image`` (uint8 ``[3, S, S]``) and
-        ``padding_mask`` (bool ``[S, S]``, True on padding) in ``dataset_dict``.
+    def _augment(self, dataset_dict, image):
+        """Augment ``image``, store ``image`` (uint8 ``[3, S, S]``) and ``padding_mask`` (bool
+        ``[S, S]``, True on padding) in ``dataset_dict``.
 
         Returns:
-            tuple[AugInput, TransformList]: the augmented input and the transforms applied.
+            TransformList: the transforms applied.
         """
-        aug_input = T.AugInput(image, sem_seg=sem_seg)
+        aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
-        # Padding is where a map of ones, transformed like the image, became 0.
-        padding_mask = transforms.apply_segmentation(np.ones(image.shape[:2])) == 0
         dataset_dict["image"] = image_to_tensor(aug_input.image)
-        dataset_dict["padding_mask"] = torch.from_numpy(padding_mask)
-        return aug_input, transforms
+        dataset_dict["padding_mask"] = torch.from_numpy(padding_mask(transforms, image.shape))
+        return transforms
 
 
 @DATASET_MAPPER_REGISTRY.register_as("coco_instance_lsj")
@@ -103,49 +102,6 @@ class COCOInstanceNewBaselineDatasetMapper(_LargeScaleJitterDatasetMapper):
       ``gt_boxes`` (the masks' tight boxes).
     """
 
-    def __call__(self, dataset_dict):
-        """
-        Args:
-            dataset_dict (dict): one image's dict in detectron2's format (not modified).
-
-        Returns:
-            dict: the model's input, described in the class docstring.
-        """
-        dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_dataset_image(dataset_dict, self.image_format)
-        require_key(dataset_dict, "annotations", type(self).__name__)
-        _, transforms = self._augment(dataset_dict, image)
-        image_size = tuple(dataset_dict["image"].shape[-2:])
-        classes, masks = annotations_to_masks(
-            dataset_dict.pop("annotations"),
-            transforms,
-            image.shape[:2],
-            image_size,
-            self.num_classes,
-            dataset_dict["file_name"],
-        )
-        dataset_dict["instances"] = _with_boxes(masks_to_instances(image_size, classes, masks))
-        return dataset_dict
-
-
-@DATASET_MAPPER_REGISTRY.register_as("coco_panoptic_lsj")
-class COCOPanopticNewBaselineDatasetMapper(_LargeScaleJitterDatasetMapper):
-    """Large-scale-jitter training mapper for COCO-style panoptic datasets (dicts with
-    ``file_name``, ``pan_seg_file_name``, ``segments_info`` with contiguous ``category_id``, and
-    optionally ``sem_seg_file_name``).
-
-    The returned dict holds, besides the input's keys:
-
-    - ``image``: uint8 ``[3, S, S]`` in ``image_format``, S = ``INPUT.IMAGE_SIZE``, padded with
-      128 at the bottom and right.
-    - ``padding_mask``: bool ``[S, S]``, True on the padding.
-    - ``sem_seg``: int64 ``[S, S]`` with ``ignore_label`` on the padding, only where the input dict
-      has a ``sem_seg_file_name``.
-    - ``instances``: ``Instances`` with one target per non-crowd segment still visible after
-      augmentation: ``gt_classes`` int64 ``[N]``, ``gt_masks`` bool ``[N, S, S]`` and
-      ``gt_boxes`` (the masks' tight boxes).
-    """
-
     @configurable
     def __init__(
         self,
@@ -154,12 +110,13 @@ class COCOPanopticNewBaselineDatasetMapper(_LargeScaleJitterDatasetMapper):
         augmentations: list,
         image_format: str,
         num_classes: int,
-        ignore_label: int,
+        cut_polygons: bool = True,
     ):
         """
         Args:
             is_train, augmentations, image_format, num_classes: as in the base class.
-            ignore_label: the label of unlabelled pixels in ``sem_seg``.
+            cut_polygons: cut polygons at the crop with shapely, as upstream (see
+                :func:`transform_segmentation`).
         """
         super().__init__(
             is_train,
@@ -167,13 +124,13 @@ class COCOPanopticNewBaselineDatasetMapper(_LargeScaleJitterDatasetMapper):
             image_format=image_format,
             num_classes=num_classes,
         )
-        self.ignore_label = ignore_label
+        self.cut_polygons = cut_polygons
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
         return {
             **super().from_config(cfg, is_train),
-            "ignore_label": resolve_ignore_label(cfg),
+            "cut_polygons": cfg.INPUT.CROP_POLYGONS_WITH_SHAPELY,
         }
 
     def __call__(self, dataset_dict):
@@ -186,15 +143,87 @@ class COCOPanopticNewBaselineDatasetMapper(_LargeScaleJitterDatasetMapper):
         """
         dataset_dict = copy.deepcopy(dataset_dict)
         image = read_dataset_image(dataset_dict, self.image_format)
-        pan_ids, segments_info, sem_seg = read_panoptic_labels(
-            dataset_dict, image.shape, self.num_classes, self.ignore_label, type(self).__name__
+        require_key(dataset_dict, "annotations", type(self).__name__)
+        transforms = self._augment(dataset_dict, image)
+        image_size = tuple(dataset_dict["image"].shape[-2:])
+        classes, masks, visible = annotations_to_masks(
+            dataset_dict.pop("annotations"),
+            transforms,
+            image.shape[:2],
+            image_size,
+            self.num_classes,
+            dataset_dict["file_name"],
+            self.cut_polygons,
         )
-        aug_input, transforms = self._augment(dataset_dict, image, sem_seg)
-        # FixedSizeCrop pads label maps with 0, which is VOID for panoptic ids.
-        pan_ids = torch.as_tensor(transforms.apply_segmentation(pan_ids).astype(np.int64))
-        if sem_seg is not None:
-            sem_seg = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
-            sem_seg[dataset_dict["padding_mask"]] = self.ignore_label
-            dataset_dict["sem_seg"] = sem_seg
-        dataset_dict["instances"] = _with_boxes(segments_to_instances(pan_ids, segments_info))
+        # As upstream, the instances that the crop removed are dropped.
+        instances = masks_to_instances(image_size, classes, masks)[visible]
+        dataset_dict["instances"] = _with_boxes(instances)
+        return dataset_dict
+
+
+@DATASET_MAPPER_REGISTRY.register_as("coco_panoptic_lsj")
+class COCOPanopticNewBaselineDatasetMapper(_LargeScaleJitterDatasetMapper):
+    """Large-scale-jitter training mapper for COCO-style panoptic datasets (dicts with
+    ``file_name``, ``pan_seg_file_name`` and ``segments_info`` with contiguous ``category_id``).
+    As upstream, it makes no ``sem_seg`` (a ``sem_seg_file_name`` is not read).
+
+    The returned dict holds, besides the input's keys:
+
+    - ``image``: uint8 ``[3, S, S]`` in ``image_format``, S = ``INPUT.IMAGE_SIZE``, padded with
+      128 at the bottom and right.
+    - ``padding_mask``: bool ``[S, S]``, True on the padding.
+    - ``instances``: ``Instances`` with one target per non-crowd segment (unless
+      ``drop_empty_targets``, also those the crop removed, with an empty mask): ``gt_classes``
+      int64 ``[N]``, ``gt_masks`` bool ``[N, S, S]`` and ``gt_boxes`` (the masks' tight boxes).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: list,
+        image_format: str,
+        num_classes: int,
+        drop_empty_targets: bool = False,
+    ):
+        """
+        Args:
+            is_train, augmentations, image_format, num_classes: as in the base class.
+            drop_empty_targets: drop the targets whose mask is empty after augmentation.
+        """
+        super().__init__(
+            is_train,
+            augmentations=augmentations,
+            image_format=image_format,
+            num_classes=num_classes,
+        )
+        self.drop_empty_targets = drop_empty_targets
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        return {
+            **super().from_config(cfg, is_train),
+            "drop_empty_targets": cfg.INPUT.DROP_EMPTY_TARGETS,
+        }
+
+    def __call__(self, dataset_dict):
+        """
+        Args:
+            dataset_dict (dict): one image's dict in detectron2's format (not modified).
+
+        Returns:
+            dict: the model's input, described in the class docstring.
+        """
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = read_dataset_image(dataset_dict, self.image_format)
+        pan_rgb, segments_info = read_panoptic_segments(
+            dataset_dict, image.shape, self.num_classes, type(self).__name__
+        )
+        transforms = self._augment(dataset_dict, image)
+        pan_ids = torch.as_tensor(panoptic_ids(transforms.apply_segmentation(pan_rgb)))
+        # The padding is VOID whatever detectron2 padded the PNG with.
+        pan_ids[dataset_dict["padding_mask"]] = PANOPTIC_VOID_ID
+        instances = segments_to_instances(pan_ids, segments_info, self.drop_empty_targets)
+        dataset_dict["instances"] = _with_boxes(instances)
         return dataset_dict

@@ -9,6 +9,7 @@ from .build import DATASET_MAPPER_REGISTRY
 from .utils import (
     IMAGE_PAD_VALUE,
     annotations_to_masks,
+    check_padding,
     image_to_tensor,
     masks_to_instances,
     pad_to_divisibility,
@@ -28,9 +29,10 @@ class MaskFormerInstanceDatasetMapper:
 
     The returned dict holds, besides the input's keys:
 
-    - ``image``: uint8 ``[3, H, W]`` in ``image_format``, padded with 128.
-    - ``instances``: ``Instances`` with one target per non-crowd annotation still visible after
-      augmentation: ``gt_classes`` int64 ``[N]`` and ``gt_masks`` bool ``[N, H, W]``.
+    - ``image``: uint8 ``[3, H, W]`` in ``image_format``, padded with 128 (see ``padding``).
+    - ``instances``: ``Instances`` with one target per non-crowd annotation (unless
+      ``drop_empty_targets``, also those the crop removed, with an empty mask): ``gt_classes``
+      int64 ``[N]`` and ``gt_masks`` bool ``[N, H, W]``.
     """
 
     @configurable
@@ -42,21 +44,32 @@ class MaskFormerInstanceDatasetMapper:
         image_format: str,
         size_divisibility: int,
         num_classes: int,
+        padding: str = "fixed",
+        drop_empty_targets: bool = False,
+        cut_polygons: bool = True,
     ):
         """
         Args:
             is_train: must be True (training only, as upstream).
             augmentations: augmentations applied to the image and its annotations.
             image_format: format of ``image``, as in ``detection_utils.read_image``.
-            size_divisibility: pad the image and masks to multiples of this (<= 0: no padding).
+            size_divisibility: pad the image and masks to this size (<= 0: no padding).
             num_classes: number of classes; category ids outside ``[0, num_classes)`` are an
                 error.
+            padding: "fixed" or "multiple", as in :func:`pad_to_divisibility`.
+            drop_empty_targets: drop the targets whose mask is empty after augmentation.
+            cut_polygons: cut polygons at the crop with shapely, as upstream (see
+                :func:`transform_segmentation`).
         """
         require_training(type(self).__name__, is_train)
+        check_padding(padding)
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.size_divisibility = size_divisibility
         self.num_classes = num_classes
+        self.padding = padding
+        self.drop_empty_targets = drop_empty_targets
+        self.cut_polygons = cut_polygons
         logging.getLogger(__name__).info(
             f"[{type(self).__name__}] Augmentations used in training: {augmentations}"
         )
@@ -69,6 +82,9 @@ class MaskFormerInstanceDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "padding": cfg.INPUT.SIZE_DIVISIBILITY_PADDING,
+            "drop_empty_targets": cfg.INPUT.DROP_EMPTY_TARGETS,
+            "cut_polygons": cfg.INPUT.CROP_POLYGONS_WITH_SHAPELY,
         }
 
     def __call__(self, dataset_dict):
@@ -85,18 +101,21 @@ class MaskFormerInstanceDatasetMapper:
 
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
-        classes, masks = annotations_to_masks(
+        classes, masks, _ = annotations_to_masks(
             dataset_dict.pop("annotations"),
             transforms,
             image.shape[:2],
             aug_input.image.shape[:2],
             self.num_classes,
             dataset_dict["file_name"],
+            self.cut_polygons,
         )
 
         image = image_to_tensor(aug_input.image)
-        image = pad_to_divisibility(image, self.size_divisibility, IMAGE_PAD_VALUE)
-        masks = pad_to_divisibility(masks, self.size_divisibility, False)
+        image = pad_to_divisibility(image, self.size_divisibility, IMAGE_PAD_VALUE, self.padding)
+        masks = pad_to_divisibility(masks, self.size_divisibility, False, self.padding)
         dataset_dict["image"] = image
-        dataset_dict["instances"] = masks_to_instances(tuple(image.shape[-2:]), classes, masks)
+        dataset_dict["instances"] = masks_to_instances(
+            tuple(image.shape[-2:]), classes, masks, self.drop_empty_targets
+        )
         return dataset_dict

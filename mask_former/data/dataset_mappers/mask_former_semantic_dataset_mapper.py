@@ -11,6 +11,7 @@ from .build import DATASET_MAPPER_REGISTRY
 from .utils import (
     IMAGE_PAD_VALUE,
     check_class_ids,
+    check_padding,
     image_to_tensor,
     pad_to_divisibility,
     read_dataset_image,
@@ -32,7 +33,7 @@ class MaskFormerSemanticDatasetMapper:
 
     The returned dict holds, besides the input's keys:
 
-    - ``image``: uint8 ``[3, H, W]`` in ``image_format``, padded with 128.
+    - ``image``: uint8 ``[3, H, W]`` in ``image_format``, padded with 128 (see ``padding``).
     - ``sem_seg``: int64 ``[H, W]``, padded with ``ignore_label``.
     - ``instances``: ``Instances`` of size (H, W) with ``gt_classes`` int64 ``[N]`` (the classes
       present, sorted; never the ignore label) and ``gt_masks`` bool ``[N, H, W]``.
@@ -48,6 +49,7 @@ class MaskFormerSemanticDatasetMapper:
         ignore_label: int,
         size_divisibility: int,
         num_classes: int,
+        padding: str = "fixed",
     ):
         """
         Args:
@@ -55,16 +57,19 @@ class MaskFormerSemanticDatasetMapper:
             augmentations: augmentations applied to the image and its labels.
             image_format: format of ``image``, as in ``detection_utils.read_image``.
             ignore_label: the label of unlabelled pixels.
-            size_divisibility: pad the image and labels to multiples of this (<= 0: no padding).
+            size_divisibility: pad the image and labels to this size (<= 0: no padding).
             num_classes: number of classes; label values outside ``[0, num_classes)`` other than
                 ``ignore_label`` are an error.
+            padding: "fixed" or "multiple", as in :func:`pad_to_divisibility`.
         """
         require_training(type(self).__name__, is_train)
+        check_padding(padding)
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.ignore_label = ignore_label
         self.size_divisibility = size_divisibility
         self.num_classes = num_classes
+        self.padding = padding
         logging.getLogger(__name__).info(
             f"[{type(self).__name__}] Augmentations used in training: {augmentations}"
         )
@@ -78,6 +83,7 @@ class MaskFormerSemanticDatasetMapper:
             "ignore_label": resolve_ignore_label(cfg),
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "padding": cfg.INPUT.SIZE_DIVISIBILITY_PADDING,
         }
 
     def __call__(self, dataset_dict):
@@ -104,9 +110,11 @@ class MaskFormerSemanticDatasetMapper:
 
     def _pad_image(self, image):
         """``[H, W, 3]`` array to a padded uint8 ``[3, H', W']`` tensor."""
-        return pad_to_divisibility(image_to_tensor(image), self.size_divisibility, IMAGE_PAD_VALUE)
+        return self._pad(image_to_tensor(image), IMAGE_PAD_VALUE)
 
     def _pad_labels(self, labels, value):
         """``[H, W]`` label array to a padded int64 ``[H', W']`` tensor."""
-        labels = torch.as_tensor(labels.astype("int64"))
-        return pad_to_divisibility(labels, self.size_divisibility, value)
+        return self._pad(torch.as_tensor(labels.astype("int64")), value)
+
+    def _pad(self, tensor, value):
+        return pad_to_divisibility(tensor, self.size_divisibility, value, self.padding)

@@ -1,8 +1,10 @@
 """Functions that turn an on-disk dataset into detectron2's list-of-dicts format.
 
 They run lazily (when a registered dataset is first requested) and fail loudly: a missing folder,
-image or annotation raises an error naming it, and so does a panoptic segment whose category is
-not in the dataset's metadata.
+image or annotation raises ``FileNotFoundError`` naming it; a file that cannot be used as it is
+raises :class:`DatasetFileError` naming the file, record and key. Only the checks that cost no file
+reads are made here (json syntax, keys, duplicate and unknown ids, categories); image and label
+sizes and label ranges are checked by the dataset mappers, which open those files anyway.
 """
 
 import json
@@ -13,10 +15,15 @@ from typing import Dict, Iterable, List, Optional
 from detectron2.data.datasets.coco import load_coco_json
 from detectron2.utils.file_io import PathManager
 
+from .errors import DatasetFileError
+
 __all__ = [
+    "DatasetFileError",
     "load_coco_instances",
     "load_coco_panoptic_json",
     "load_sem_seg_pairs",
+    "read_json",
+    "read_panoptic_annotations",
     "require_files",
 ]
 
@@ -115,16 +122,84 @@ def load_sem_seg_pairs(
     return dicts
 
 
-def _contiguous_segment(segment: Dict, meta: Dict, json_file: str, file_name: str) -> Dict:
+def _invalid_json(json_file: str, error: json.JSONDecodeError) -> DatasetFileError:
+    return DatasetFileError(
+        json_file, f"is not valid json ({error.msg} at line {error.lineno}, column {error.colno})"
+    )
+
+
+def read_json(json_file: str, what: str):
+    """The content of a json file, with errors naming it.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DatasetFileError: it is not valid json.
+    """
+    _require_file(json_file, what)
+    with PathManager.open(json_file) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise _invalid_json(json_file, e) from e
+
+
+def _require_keys(record: Dict, keys: Iterable[str], json_file: str, where: str) -> None:
+    for key in keys:
+        if key not in record:
+            raise DatasetFileError(json_file, "is missing", record=where, key=key)
+
+
+def read_panoptic_annotations(json_file: str) -> List[Dict]:
+    """The "annotations" of a panoptic json, checked for the keys the loader reads and for
+    duplicate or unknown ids."""
+    content = read_json(json_file, "Panoptic annotation file")
+    if not isinstance(content, dict) or not isinstance(content.get("annotations"), list):
+        raise DatasetFileError(json_file, "has no 'annotations' list", key="annotations")
+    annotations = content["annotations"]
+    if not annotations:
+        raise DatasetFileError(json_file, "lists no annotations", key="annotations")
+    known_images = {image.get("id") for image in content["images"]} if "images" in content else None
+    seen_images: Dict = {}
+    for index, ann in enumerate(annotations):
+        where = f"annotation {index}"
+        _require_keys(ann, ("file_name", "image_id", "segments_info"), json_file, where)
+        where = f"annotation {index} ({ann['file_name']})"
+        image_id = ann["image_id"]
+        if image_id in seen_images:
+            raise DatasetFileError(
+                json_file, f"image_id {image_id!r} repeats that of annotation {seen_images[image_id]}",
+                record=where, key="image_id",
+            )
+        seen_images[image_id] = index
+        if known_images is not None and image_id not in known_images:
+            raise DatasetFileError(
+                json_file, f"image_id {image_id!r} is not the id of any entry of 'images'",
+                record=where, key="image_id",
+            )
+        segment_ids = set()
+        for segment in ann["segments_info"]:
+            _require_keys(segment, ("id", "category_id"), json_file, f"{where}, a segment")
+            if segment["id"] in segment_ids:
+                raise DatasetFileError(
+                    json_file, f"segment id {segment['id']} appears twice", record=where, key="segments_info"
+                )
+            segment_ids.add(segment["id"])
+    return annotations
+
+
+def _contiguous_segment(segment: Dict, meta: Dict, json_file: str, where: str) -> Dict:
     category_id = segment["category_id"]
     if category_id in meta["thing_dataset_id_to_contiguous_id"]:
         contiguous, isthing = meta["thing_dataset_id_to_contiguous_id"][category_id], True
     elif category_id in meta["stuff_dataset_id_to_contiguous_id"]:
         contiguous, isthing = meta["stuff_dataset_id_to_contiguous_id"][category_id], False
     else:
-        raise ValueError(
-            f"{json_file}: segment {segment.get('id')} of {file_name} has category_id "
-            f"{category_id}, which is not a category of this dataset's metadata."
+        raise DatasetFileError(
+            json_file,
+            f"segment {segment['id']} has category_id {category_id}, which is not a category of "
+            "this dataset's metadata",
+            record=where,
+            key="category_id",
         )
     return {**segment, "category_id": contiguous, "isthing": isthing}
 
@@ -148,22 +223,22 @@ def load_coco_panoptic_json(
         list[dict]: detectron2 dicts with "file_name", "image_id", "pan_seg_file_name",
         "sem_seg_file_name" (unless `semseg_dir` is None) and "segments_info", whose
         "category_id" is contiguous and which carry "isthing". Images with no segments are kept.
-    """
-    _require_file(json_file, "Panoptic annotation file")
-    with PathManager.open(json_file) as f:
-        annotations = json.load(f)["annotations"]
-    if not annotations:
-        raise ValueError(f"{json_file} lists no annotations.")
 
+    Raises:
+        FileNotFoundError: the json, or a file it names, does not exist.
+        DatasetFileError: the json is malformed, lacks a key, repeats an image or segment id, names
+            an image id absent from its "images", or a category absent from ``meta``.
+    """
     dicts = []
-    for ann in annotations:
+    for index, ann in enumerate(read_panoptic_annotations(json_file)):
+        where = f"annotation {index} ({ann['file_name']})"
         stem = os.path.splitext(ann["file_name"])[0]
         record = {
             "file_name": os.path.join(image_dir, stem + ".jpg"),
             "image_id": ann["image_id"],
             "pan_seg_file_name": os.path.join(gt_dir, ann["file_name"]),
             "segments_info": [
-                _contiguous_segment(seg, meta, json_file, ann["file_name"])
+                _contiguous_segment(seg, meta, json_file, where)
                 for seg in ann["segments_info"]
             ],
         }
@@ -187,8 +262,21 @@ def load_coco_instances(json_file: str, image_root: str, dataset_name: str) -> L
         json_file: COCO instances json.
         image_root: folder of the images it names.
         dataset_name: registered name; its metadata's thing classes are checked against the json.
+
+    Raises:
+        FileNotFoundError: the json, or an image it names, does not exist.
+        DatasetFileError: the json is malformed, lacks a key, or repeats an annotation id.
     """
     _require_file(json_file, "Instance annotation file")
-    dicts = load_coco_json(json_file, image_root, dataset_name)
+    try:
+        dicts = load_coco_json(json_file, image_root, dataset_name)
+    except json.JSONDecodeError as e:
+        raise _invalid_json(json_file, e) from e
+    except KeyError as e:
+        # pycocotools and detectron2 index the records without checking their keys.
+        raise DatasetFileError(json_file, f"a record is missing the key {e}") from e
+    except AssertionError as e:
+        # detectron2 asserts that annotation ids are unique.
+        raise DatasetFileError(json_file, str(e)) from e
     require_files(dicts, json_file, keys=("file_name",))
     return dicts

@@ -6,6 +6,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 from .registration import datasets_root
 
 __all__ = [
+    "copy_file",
     "is_done",
     "prepare_arg_parser",
     "require_input",
@@ -78,6 +80,11 @@ def save_image(array: np.ndarray, path: str) -> None:
     """Save an image array atomically, in the format of `path`'s extension."""
     image_format = Image.registered_extensions()[os.path.splitext(path)[1].lower()]
     _save_atomically(path, lambda tmp: Image.fromarray(array).save(tmp, format=image_format))
+
+
+def copy_file(source: str, path: str) -> None:
+    """Copy the file `source` to `path` atomically."""
+    _save_atomically(path, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def save_json(obj, path: str) -> None:

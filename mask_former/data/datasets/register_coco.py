@@ -10,6 +10,9 @@ Names, folders and metadata follow upstream Mask2Former / MaskFormer:
   datasets/prepare_coco_semantic_annos_from_panoptic.py).
 - "coco_2017_{train,test}_stuff_sem_seg": coco/{train,val}2017 with labels in
   coco/stuffthingmaps_detectron2 (made by datasets/prepare_coco_stuff_164k_sem_seg.py).
+- "coco_2017_{train,test}_stuff_10k_sem_seg": COCO-Stuff-10k v1.0, the same 171 classes, in
+  coco/coco_stuff_10k/{images,annotations}_detectron2/{train,test} (made by
+  datasets/prepare_coco_stuff_10k_sem_seg.py), as upstream MaskFormer (v1).
 """
 
 import os
@@ -50,6 +53,9 @@ _COCO_STUFF_SPLITS = {
     "train": ("train2017", "stuffthingmaps_detectron2/train2017"),
     "test": ("val2017", "stuffthingmaps_detectron2/val2017"),
 }
+
+# COCO-Stuff-10k splits, each a folder under <root>/coco/coco_stuff_10k/{images,annotations}_detectron2.
+COCO_STUFF_10K_SPLITS = ("train", "test")
 
 
 def coco_panoptic_metadata() -> Dict:
@@ -167,5 +173,19 @@ def register_all_coco_stuff_164k(root: str) -> None:
         )
 
 
+def register_all_coco_stuff_10k(root: str) -> None:
+    metadata = coco_stuff_metadata()
+    folder = os.path.join(root, "coco", "coco_stuff_10k")
+    for split in COCO_STUFF_10K_SPLITS:
+        register_sem_seg(
+            f"coco_2017_{split}_stuff_10k_sem_seg",
+            image_root=os.path.join(folder, "images_detectron2", split),
+            sem_seg_root=os.path.join(folder, "annotations_detectron2", split),
+            ignore_label=255,
+            **metadata,
+        )
+
+
 register_all_coco_panoptic_annos_sem_seg(datasets_root())
 register_all_coco_stuff_164k(datasets_root())
+register_all_coco_stuff_10k(datasets_root())

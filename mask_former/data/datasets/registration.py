@@ -5,7 +5,7 @@ dataset is first requested from the `DatasetCatalog`.
 
 import os
 from functools import partial
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -13,6 +13,7 @@ from .loaders import load_coco_panoptic_json, load_sem_seg_pairs
 
 __all__ = [
     "datasets_root",
+    "model_classes",
     "panoptic_metadata",
     "register_panoptic",
     "register_sem_seg",
@@ -59,6 +60,26 @@ def panoptic_metadata(categories: List[Dict]) -> Dict:
         },
         "stuff_dataset_id_to_contiguous_id": {cat["id"]: i for i, cat in enumerate(categories)},
     }
+
+
+def model_classes(metadata) -> Tuple[List[str], Optional[List]]:
+    """
+    Names and colors of the classes of a model trained on a dataset, indexed by the model's class
+    id (contiguous id).
+
+    Semantic and panoptic datasets list every class in ``stuff_classes`` (detectron2's convention,
+    followed by upstream); their ``thing_classes`` may list only the things (ADE20K panoptic: 100 of
+    150), which a model class id does not index. Instance datasets have ``thing_classes`` only.
+
+    Args:
+        metadata: a dataset's ``Metadata``.
+
+    Returns:
+        (names, colors): ``colors`` is None where the dataset has none.
+    """
+    if metadata.get("stuff_classes") is not None:
+        return list(metadata.stuff_classes), metadata.get("stuff_colors")
+    return list(metadata.get("thing_classes", [])), metadata.get("thing_colors")
 
 
 def register_sem_seg(

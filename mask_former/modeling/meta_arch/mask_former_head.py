@@ -35,6 +35,28 @@ def decoder_in_channels(cfg, input_shape: Dict[str, ShapeSpec]) -> int:
     return input_shape[name].channels
 
 
+def upgrade_head_state_dict(state_dict, prefix: str, local_metadata: Dict) -> None:
+    """Move, in place, the pixel decoder's parameters of a head checkpoint older than version 2
+    (where they sat directly under the head) under ``pixel_decoder.``, as upstream's heads do."""
+    if (local_metadata.get("version") or 0) >= 2:
+        return
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "predictor")
+                and not k.startswith(prefix + "pixel_decoder.")]:
+        state_dict[prefix + "pixel_decoder." + key[len(prefix):]] = state_dict.pop(key)
+
+
+def select_decoder_input(name: str, features, mask_features, encoder_features, multi_scale):
+    """The transformer decoder's input named by ``MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE``."""
+    select = DECODER_INPUTS.get(name)
+    decoder_input = features[name] if select is None else select(features, mask_features, encoder_features, multi_scale)
+    if decoder_input is None:
+        raise ValueError(
+            f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={name!r} needs a pixel decoder "
+            "with a transformer encoder (TransformerEncoderPixelDecoder)"
+        )
+    return decoder_input
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class MaskFormerHead(nn.Module):
     """``forward(features) -> predictions``: the pixel decoder turns backbone features into
@@ -79,23 +101,12 @@ class MaskFormerHead(nn.Module):
         }
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # Before version 2 the pixel decoder's parameters sat directly under the head.
-        if (local_metadata.get("version") or 0) < 2:
-            for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "predictor")
-                        and not k.startswith(prefix + "pixel_decoder.")]:
-                state_dict[prefix + "pixel_decoder." + key[len(prefix):]] = state_dict.pop(key)
+        upgrade_head_state_dict(state_dict, prefix, local_metadata)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def forward(self, features, mask=None):
         mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
-        select = DECODER_INPUTS.get(self.transformer_in_feature)
-        if select is None:
-            decoder_input = features[self.transformer_in_feature]
-        else:
-            decoder_input = select(features, mask_features, encoder_features, multi_scale)
-        if decoder_input is None:
-            raise ValueError(
-                f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE={self.transformer_in_feature!r} needs a pixel decoder "
-                "with a transformer encoder (TransformerEncoderPixelDecoder)"
-            )
+        decoder_input = select_decoder_input(
+            self.transformer_in_feature, features, mask_features, encoder_features, multi_scale
+        )
         return self.predictor(decoder_input, mask_features, mask)

@@ -12,32 +12,59 @@ from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList
 
-from ..criterion import SetCriterion
-from ..matcher import HungarianMatcher
+from ..build import model_recipe
+from ..criterion import FullMaskSetCriterion, SetCriterion
+from ..matcher import FullMaskHungarianMatcher, HungarianMatcher
 from ..postprocessing import instance_inference, panoptic_inference, semantic_inference
 
 
-def build_criterion(cfg, num_classes: int) -> SetCriterion:
-    """The set criterion with upstream's loss weights, one set per supervised decoder output."""
+def loss_weights(cfg) -> Dict[str, float]:
+    """Weight of each loss, one set per supervised decoder output (suffix ``_i`` for the i-th
+    intermediate layer)."""
     mf = cfg.MODEL.MASK_FORMER
-    matcher = HungarianMatcher(
-        cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS
-    )
     weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
     if mf.DEEP_SUPERVISION:
         weight_dict.update(
             {f"{k}_{i}": v for i in range(mf.DEC_LAYERS - 1) for k, v in list(weight_dict.items())}
         )
+    return weight_dict
+
+
+def build_mask2former_criterion(cfg, num_classes: int) -> SetCriterion:
+    """Mask2Former's: sigmoid BCE + dice on importance-sampled points, matched on random points."""
+    mf = cfg.MODEL.MASK_FORMER
+    matcher = HungarianMatcher(
+        cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS
+    )
     return SetCriterion(
         num_classes,
         matcher=matcher,
-        weight_dict=weight_dict,
+        weight_dict=loss_weights(cfg),
         eos_coef=mf.NO_OBJECT_WEIGHT,
         losses=["labels", "masks"],
         num_points=mf.TRAIN_NUM_POINTS,
         oversample_ratio=mf.OVERSAMPLE_RATIO,
         importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
     )
+
+
+def build_maskformer_criterion(cfg, num_classes: int) -> FullMaskSetCriterion:
+    """MaskFormer (v1)'s: sigmoid focal (alpha 0.25, gamma 2) + dice on full-resolution masks,
+    matched on full masks. v1 had no CLASS_WEIGHT key; its default, 1, is v1's fixed weight."""
+    mf = cfg.MODEL.MASK_FORMER
+    matcher = FullMaskHungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT)
+    return FullMaskSetCriterion(
+        num_classes, matcher=matcher, weight_dict=loss_weights(cfg), eos_coef=mf.NO_OBJECT_WEIGHT, losses=["labels", "masks"]
+    )
+
+
+CRITERION_BUILDERS = {"maskformer": build_maskformer_criterion, "mask2former": build_mask2former_criterion}
+"""``model_recipe(cfg)`` -> ``builder(cfg, num_classes)`` of the set criterion (with its matcher)."""
+
+
+def build_criterion(cfg, num_classes: int) -> SetCriterion:
+    """The set criterion and matcher of the config's recipe (see ``model_recipe``)."""
+    return CRITERION_BUILDERS[model_recipe(cfg)](cfg, num_classes)
 
 
 @META_ARCH_REGISTRY.register()
@@ -70,9 +97,11 @@ class MaskFormer(nn.Module):
         panoptic_on: bool,
         instance_on: bool,
         test_topk_per_image: int,
+        recipe: str = "mask2former",
         allow_checkpoint_shape_mismatch: bool = False,
     ):
         super().__init__()
+        self.recipe = recipe
         self.allow_checkpoint_shape_mismatch = allow_checkpoint_shape_mismatch
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
@@ -117,6 +146,7 @@ class MaskFormer(nn.Module):
             "instance_on": test.INSTANCE_ON,
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "recipe": model_recipe(cfg),
             "allow_checkpoint_shape_mismatch": cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
         }
 
@@ -228,6 +258,7 @@ class MaskFormer(nn.Module):
             result["panoptic_seg"] = panoptic_inference(
                 mask_cls, mask_prob, num_classes=self.sem_seg_head.num_classes, thing_classes=thing_classes,
                 object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
+                require_mask_confidence=(self.recipe == "mask2former"),
             )
         if self.instance_on:
             result["instances"] = instance_inference(

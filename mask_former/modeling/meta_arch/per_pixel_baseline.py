@@ -1,0 +1,167 @@
+"""MaskFormer's per-pixel classification baselines, for detectron2's ``SemanticSegmentor``."""
+from typing import Dict, List, Optional, Tuple
+
+import fvcore.nn.weight_init as weight_init
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+
+from ..build import build_pixel_decoder, build_transformer_decoder
+from .mask_former_head import decoder_in_channels, select_decoder_input, upgrade_head_state_dict
+
+
+def per_pixel_ce_loss(logits: Tensor, targets: Tensor, *, common_stride: int, ignore_value: int) -> Tensor:
+    """
+    Cross-entropy of every pixel, the logits upsampled (bilinearly) by ``common_stride``.
+
+    Args:
+        logits (`Tensor` of shape `(B, K, H / stride, W / stride)`): per-pixel class logits.
+        targets (`Tensor` of shape `(B, H, W)`, int64): class of each pixel, or ``ignore_value``.
+
+    Returns:
+        Scalar `Tensor`: the mean over the pixels that are not ignored.
+    """
+    logits = F.interpolate(logits.float(), scale_factor=common_stride, mode="bilinear", align_corners=False)
+    if logits.shape[-2:] != targets.shape[-2:]:
+        raise ValueError(
+            f"per-pixel baseline: upsampled logits {tuple(logits.shape[-2:])} and 'sem_seg' targets "
+            f"{tuple(targets.shape[-2:])} differ in size; pad the images to a multiple of 32"
+        )
+    return F.cross_entropy(logits, targets, reduction="mean", ignore_index=ignore_value)
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class PerPixelBaselineHead(nn.Module):
+    """``forward(features, targets=None) -> (logits, losses)``, as detectron2's ``SemanticSegmentor``
+    calls a head: a pixel decoder, then a 1x1 conv classifying each per-pixel embedding into the K
+    classes. Training returns ``(None, {"loss_sem_seg": ...})``; inference returns the logits
+    ``[B, K, H, W]`` at the input resolution and ``{}``."""
+
+    _version = 2
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        num_classes: int,
+        pixel_decoder: nn.Module,
+        loss_weight: float = 1.0,
+        ignore_value: int = -1,
+    ):
+        """
+        Args:
+            input_shape: the backbone features the head reads (``SEM_SEG_HEAD.IN_FEATURES``).
+            num_classes: K.
+            pixel_decoder: turns the features into per-pixel embeddings at stride 4.
+            loss_weight: weight of the per-pixel cross-entropy.
+            ignore_value: target class of the pixels that the loss ignores.
+        """
+        super().__init__()
+        self.in_features = [k for k, _ in sorted(input_shape.items(), key=lambda item: item[1].stride)]
+        self.ignore_value = ignore_value
+        self.common_stride = 4
+        self.loss_weight = loss_weight
+        self.num_classes = num_classes
+        self.pixel_decoder = pixel_decoder
+        self.predictor = Conv2d(pixel_decoder.mask_dim, num_classes, kernel_size=1)
+        weight_init.c2_msra_fill(self.predictor)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
+            "ignore_value": head.IGNORE_VALUE,
+            "num_classes": head.NUM_CLASSES,
+            "pixel_decoder": build_pixel_decoder(cfg, input_shape),
+            "loss_weight": head.LOSS_WEIGHT,
+        }
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        upgrade_head_state_dict(state_dict, prefix, local_metadata)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def forward(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None):
+        logits, aux_logits = self.layers(features)
+        if self.training:
+            return None, self.losses(logits, aux_logits, targets)
+        return F.interpolate(logits, scale_factor=self.common_stride, mode="bilinear", align_corners=False), {}
+
+    def layers(self, features: Dict[str, Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """The per-pixel logits ``[B, K, H/4, W/4]``, and those of intermediate layers (none here)."""
+        mask_features = self.pixel_decoder.forward_features(features)[0]
+        return self.predictor(mask_features), []
+
+    def losses(self, logits: Tensor, aux_logits: List[Tensor], targets: Tensor) -> Dict[str, Tensor]:
+        """``loss_sem_seg`` of the logits and ``loss_sem_seg_{i}`` of the i-th intermediate ones."""
+        if targets is None:
+            raise ValueError(f"{type(self).__name__} training needs 'sem_seg' in every input dict")
+        named = [("loss_sem_seg", logits)] + [(f"loss_sem_seg_{i}", x) for i, x in enumerate(aux_logits)]
+        return {
+            name: self.loss_weight
+            * per_pixel_ce_loss(x, targets, common_stride=self.common_stride, ignore_value=self.ignore_value)
+            for name, x in named
+        }
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class PerPixelBaselinePlusHead(PerPixelBaselineHead):
+    """The per-pixel baseline with MaskFormer's transformer decoder: K queries (``NUM_OBJECT_QUERIES``
+    must equal ``NUM_CLASSES``), no class prediction; query k's mask logits are class k's per-pixel
+    logits. With ``DEEP_SUPERVISION`` every decoder layer's logits get a loss."""
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        transformer_predictor: nn.Module,
+        transformer_in_feature: str,
+        deep_supervision: bool,
+        num_classes: int,
+        pixel_decoder: nn.Module,
+        loss_weight: float = 1.0,
+        ignore_value: int = -1,
+    ):
+        """
+        Args:
+            transformer_predictor: the transformer decoder (``mask_classification=False``).
+            transformer_in_feature: its input (``MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE``).
+            deep_supervision: losses on the logits of every decoder layer.
+            Others: as in ``PerPixelBaselineHead``.
+        """
+        super().__init__(
+            input_shape, num_classes=num_classes, pixel_decoder=pixel_decoder, loss_weight=loss_weight,
+            ignore_value=ignore_value,
+        )
+        self.predictor = transformer_predictor
+        self.transformer_in_feature = transformer_in_feature
+        self.deep_supervision = deep_supervision
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        mf = cfg.MODEL.MASK_FORMER
+        if mf.NUM_OBJECT_QUERIES != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
+            raise ValueError(
+                f"PerPixelBaselinePlusHead: MODEL.MASK_FORMER.NUM_OBJECT_QUERIES ({mf.NUM_OBJECT_QUERIES}) must "
+                f"equal MODEL.SEM_SEG_HEAD.NUM_CLASSES ({cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}): one query per class"
+            )
+        ret = super().from_config(cfg, input_shape)
+        in_channels = decoder_in_channels(cfg, input_shape)
+        ret["transformer_predictor"] = build_transformer_decoder(cfg, in_channels, mask_classification=False)
+        ret["transformer_in_feature"] = mf.TRANSFORMER_IN_FEATURE
+        ret["deep_supervision"] = mf.DEEP_SUPERVISION
+        return ret
+
+    def layers(self, features: Dict[str, Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
+        decoder_input = select_decoder_input(
+            self.transformer_in_feature, features, mask_features, encoder_features, multi_scale
+        )
+        predictions = self.predictor(decoder_input, mask_features)
+        aux = [out["pred_masks"] for out in predictions["aux_outputs"]] if self.deep_supervision else []
+        return predictions["pred_masks"], aux
