@@ -8,13 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from helpers import tiny_cfg
+from helpers import golden_cfg, tiny_cfg
 from mask_former.export import FORMAT_VERSION, ExportedPredictor, load_exported
+from mask_former.export.assembly import torch_cpu_topk_indices
 from mask_former.export.exporter import export_model
 
+GOLDEN_FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic", "maskformer_v1_coco_panoptic",
+                   "m2f_ade20k_semantic_train"]
+# Models built by upstream MaskFormer (v1) agree on more panoptic pixels (golden README).
+PANOPTIC_AGREEMENT = {"maskformer_v1_coco_panoptic": 0.9999}
 V1 = {"pixel_decoder": "BasePixelDecoder", "transformer_decoder": "StandardTransformerDecoder", "in_feature": "res5"}
 SIZES = [(300, 352), (257, 419)]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,28 +43,18 @@ def assert_same_as_eager(expected, result):
         assert info == expected["panoptic_seg"][1]
         assert (seg == expected["panoptic_seg"][0].numpy()).mean() >= 0.995
     if "instances" in expected:
-        # torch's topk(sorted=False) order is its own; onnxruntime's TopK returns the same pairs sorted.
-        ours = instances_in_score_order(result["instances"])
-        theirs = instances_in_score_order({
-            "scores": expected["instances"].scores.numpy(), "pred_classes": expected["instances"].pred_classes.numpy(),
-            "pred_masks": expected["instances"].pred_masks.bool().numpy(),
-        })
-        assert result["instances"]["pred_masks"].dtype == bool
-        np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=1e-4, rtol=0)
-        np.testing.assert_array_equal(ours["pred_classes"], theirs["pred_classes"])
-        assert (ours["pred_masks"] == theirs["pred_masks"]).mean() >= 0.999
-
-
-def instances_in_score_order(instances):
-    order = np.lexsort((instances["pred_classes"], -np.round(instances["scores"], 5)))
-    return {k: v[order] for k, v in instances.items()}
+        ours, theirs = result["instances"], expected["instances"]
+        assert ours["pred_masks"].dtype == bool
+        np.testing.assert_allclose(ours["scores"], theirs.scores.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(ours["pred_classes"], theirs.pred_classes.numpy())
+        assert (ours["pred_masks"] == theirs.pred_masks.bool().numpy()).mean() >= 0.999
 
 
 def random_image(shape, seed=0):
     return np.random.RandomState(seed).randint(0, 256, shape + (3,)).astype(np.uint8)
 
 
-@pytest.fixture(scope="module", params=["maskformer_v1"])
+@pytest.fixture(scope="module", params=["maskformer_v1", "mask2former"])
 def tiny_export(request, tmp_path_factory):
     torch.manual_seed(0)
     cfg = tiny_cfg(**(V1 if request.param == "maskformer_v1" else {}))
@@ -106,6 +103,17 @@ def test_runtime_imports_without_torch(tiny_export):
     assert "['instances', 'panoptic_seg', 'sem_seg'] (64, 80)" in out.stdout
 
 
+@pytest.mark.parametrize("n, k", [(30, 10), (2128, 100), (13300, 100), (7, 7)])
+def test_runtime_top_k_order_is_torch_cpu_order(n, k):
+    rng = np.random.RandomState(n)
+    for ties in (False, True):
+        values = rng.rand(n).astype(np.float32)
+        if ties:
+            values = np.round(values, 1).astype(np.float32)
+        expected = torch.from_numpy(values).topk(k, sorted=False).indices.numpy()
+        np.testing.assert_array_equal(torch_cpu_topk_indices(values, k), expected)
+
+
 def fake_predictor(**meta):
     return ExportedPredictor({"input_format": "RGB", "tasks": ["semantic"], **meta}, run=lambda image: [image])
 
@@ -140,3 +148,56 @@ def test_unsupported_format_and_config_are_named(tmp_path):
     with pytest.raises(ValueError, match="SEMANTIC_ON"):
         export_model(model, cfg, "onnx", tmp_path)
 
+
+
+@pytest.fixture(scope="module")
+def golden_exports(tmp_path_factory):
+    """``get(folder) -> (eager model, exported predictor)``, each fixture exported once per module."""
+    exports = {}
+
+    def get(folder):
+        if folder.name not in exports:
+            cfg = golden_cfg(folder)
+            model = build_model(cfg).eval()
+            DetectionCheckpointer(model).load(str(folder / "weights.pth"))
+            directory = tmp_path_factory.mktemp(folder.name)
+            export_model(model, cfg, "onnx", directory)
+            exports[folder.name] = model, load_exported(directory)
+        return exports[folder.name]
+
+    return get
+
+
+def assert_matches_upstream(name, result, reference):
+    sem_seg = result["sem_seg"]
+    assert sem_seg.shape[-2:] == (reference["height"], reference["width"])
+    assert (sem_seg.argmax(0) == reference["sem_seg_argmax"].numpy()).mean() >= 0.999
+    values = sem_seg.reshape(sem_seg.shape[0], -1).T[reference["sem_seg_pixel_index"].numpy()]
+    np.testing.assert_allclose(values, reference["sem_seg_pixel_values"].numpy(), atol=1e-4, rtol=1e-4)
+    if "panoptic_seg" in reference:
+        panoptic_seg, segments_info = result["panoptic_seg"]
+        assert segments_info == [{**s, "isthing": bool(s["isthing"])} for s in reference["segments_info"]]
+        agreement = PANOPTIC_AGREEMENT.get(name, 0.995)
+        assert (panoptic_seg == np.asarray(reference["panoptic_seg"])).mean() >= agreement
+    if "instances" in reference:
+        instances, expected = result["instances"], reference["instances"]
+        np.testing.assert_allclose(instances["scores"], np.asarray(expected["scores"]), atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(instances["pred_classes"], np.asarray(expected["pred_classes"]))
+        masks = np.unpackbits(expected["pred_masks_packed"], axis=-1)[..., : reference["width"]].astype(bool)
+        assert (instances["pred_masks"] == masks).mean() >= 0.999
+
+
+@pytest.mark.parametrize("name", GOLDEN_FIXTURES)
+def test_golden_fixture_exported_gives_upstream_outputs(name, golden_dir, golden_exports):
+    folder = golden_dir(name)
+    _, predictor = golden_exports(folder)
+    image = np.array(Image.open(folder / "input.png").convert(predictor.meta["input_format"]))
+    assert_matches_upstream(name, predictor(image), torch.load(folder / "outputs.pt", weights_only=False))
+
+
+@pytest.mark.parametrize("name", GOLDEN_FIXTURES)
+def test_golden_fixture_exported_matches_eager_at_another_size(name, golden_dir, golden_exports):
+    folder = golden_dir(name)
+    model, predictor = golden_exports(folder)
+    image = np.array(Image.open(folder / "input.png").convert(predictor.meta["input_format"]).resize((419, 257)))
+    assert_same_as_eager(eager(model, image), predictor(image))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import onnx
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -18,7 +19,7 @@ from ..modeling.postprocessing import instance_tensors, panoptic_tensors, semant
 from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
 
 logger = logging.getLogger(__name__)
-ONNX_OPSET = 18
+ONNX_OPSET = 18  # GridSample (the deformable attention) needs opset 16 or later
 MAX_SIDE = 8192
 
 
@@ -73,7 +74,7 @@ class ExportableMaskFormer(nn.Module):
             )
             stages["panoptic"] = {f"panoptic_{k}": v for k, v in stage.items()}
         if "instance" in self.tasks:
-            stage = instance_tensors(mask_cls, mask_pred, mask_prob, num_classes=num_classes, topk=model.test_topk_per_image)
+            stage = instance_tensors(mask_cls, mask_pred, mask_prob)
             stages["instance"] = {f"instances_{k}": v for k, v in stage.items()}
         flat = {k: v for stage in stages.values() for k, v in stage.items()}
         return tuple(flat[name] for name in output_names(self.tasks))
@@ -104,6 +105,32 @@ def example_image(cfg) -> Tensor:
     return torch.randint(0, 256, (300, 352, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
+def export_onnx(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> None:
+    """The TorchScript-based exporter: seconds where the dynamo one spends many minutes in sympy on
+    the backbone's nested padding arithmetic. Image sizes stay symbolic (traced ``shape`` values);
+    the output shapes it annotates from its own shape inference can be wrong for dynamic axes, so
+    they are dropped and onnxruntime infers them."""
+    names = output_names(wrapper.tasks)
+    torch.onnx.export(
+        wrapper, (image,), str(path), dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
+        output_names=names, dynamic_axes={"image": {0: "height", 1: "width"}},
+    )
+    graph = onnx.load(str(path))
+    del graph.graph.value_info[:]
+    for output in graph.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    onnx.save(graph, str(path))
+
+
+def export_torch(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> None:
+    dims = {0: torch.export.Dim("height", min=32, max=MAX_SIDE), 1: torch.export.Dim("width", min=32, max=MAX_SIDE)}
+    torch.export.save(torch.export.export(wrapper, (image,), dynamic_shapes=(dims,), strict=False), str(path))
+
+
+EXPORTERS = {"onnx": export_onnx, "torch-export": export_torch}
+"""``format -> exporter(wrapper, example image, output path)``."""
+
+
 def export_model(model, cfg, export_format: str, output_dir) -> Path:
     """Write ``model.onnx`` or ``model.pt2`` and ``meta.json`` into ``output_dir``; returns the model file."""
     if export_format not in MODEL_FILES:
@@ -113,17 +140,10 @@ def export_model(model, cfg, export_format: str, output_dir) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / MODEL_FILES[export_format]
     image = example_image(cfg)
-    dims = {0: torch.export.Dim("height", min=32, max=MAX_SIDE), 1: torch.export.Dim("width", min=32, max=MAX_SIDE)}
     start = time.perf_counter()
     logger.info("exporting to %s ...", path)
     with torch.no_grad():
-        if export_format == "onnx":
-            torch.onnx.export(
-                wrapper, (image,), str(path), dynamo=True, opset_version=ONNX_OPSET, input_names=["image"],
-                output_names=output_names(wrapper.tasks), dynamic_shapes=(dims,), external_data=False,
-            )
-        else:
-            torch.export.save(torch.export.export(wrapper, (image,), dynamic_shapes=(dims,), strict=False), str(path))
+        EXPORTERS[export_format](wrapper, image, path)
     logger.info("exported in %.1f s", time.perf_counter() - start)
     (output_dir / META_FILE).write_text(json.dumps(meta_for(wrapper, cfg, export_format), indent=2))
     return path

@@ -10,13 +10,13 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from .assembly import assemble_panoptic, select_instances
+from .assembly import assemble_instances, assemble_panoptic, torch_cpu_topk_indices
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: instance outputs are all pairs' scores; the runtime takes the top k
 META_FILE = "meta.json"
 MODEL_FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}
 PANOPTIC_OUTPUTS = ["labels", "keep", "owner", "pixel_kept", "owned_areas", "original_areas", "segment_areas"]
-INSTANCE_OUTPUTS = ["scores", "pred_classes", "pair_query", "query_masks"]
+INSTANCE_OUTPUTS = ["pair_scores", "mask_scores", "query_masks"]
 TASK_OUTPUTS = {
     "semantic": ["sem_seg"],
     "panoptic": [f"panoptic_{name}" for name in PANOPTIC_OUTPUTS],
@@ -102,13 +102,14 @@ class ExportedPredictor:
                 **stage, thing_classes=thing_classes, overlap_threshold=meta["overlap_threshold"]
             )
         if "instance" in meta["tasks"]:
-            classes = outputs["instances_pred_classes"]
-            kept = select_instances(classes, thing_classes)
-            result["instances"] = {
-                "scores": outputs["instances_scores"][kept],
-                "pred_classes": classes[kept],
-                "pred_masks": outputs["instances_query_masks"][outputs["instances_pair_query"][kept]].astype(bool),
-            }
+            pair_scores = outputs["instances_pair_scores"]
+            # The eager model's top-k order (torch's), so that both list the same instances in turn.
+            top = torch_cpu_topk_indices(pair_scores, meta["test_topk_per_image"])
+            scores, pred_classes, pair_query = assemble_instances(
+                pair_scores, outputs["instances_mask_scores"], top, num_classes=meta["num_classes"], thing_classes=thing_classes
+            )
+            masks = outputs["instances_query_masks"][pair_query].astype(bool)
+            result["instances"] = {"scores": scores, "pred_classes": pred_classes, "pred_masks": masks}
         return result
 
 

@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from detectron2.structures import Boxes, Instances
 
-from ..export.assembly import assemble_panoptic, select_instances
+from ..export.assembly import assemble_instances, assemble_panoptic
 
 
 def semantic_inference(mask_cls: Tensor, mask_prob: Tensor) -> Tensor:
@@ -102,26 +102,20 @@ def panoptic_inference(
     return torch.from_numpy(panoptic_seg).to(mask_prob.device), segments_info
 
 
-def instance_tensors(mask_cls: Tensor, mask_pred: Tensor, mask_prob: Tensor, *, num_classes: int, topk: int) -> Dict[str, Tensor]:
+def instance_tensors(mask_cls: Tensor, mask_pred: Tensor, mask_prob: Tensor) -> Dict[str, Tensor]:
     """The tensor stage of :func:`instance_inference`: fixed-rank, traceable.
 
     Returns:
-        ``scores`` ``[N]``, ``pred_classes`` int64 ``[N]``, ``pair_query`` int64 ``[N]`` (the query
-        of each pair) and ``query_masks`` bool ``[Q, H, W]``, with ``N = min(topk, Q * K)``.
+        ``pair_scores`` ``[Q * K]`` (the class probability of each (query, class) pair, query-major),
+        ``mask_scores`` ``[Q]`` (mean mask probability inside each query's mask) and ``query_masks``
+        bool ``[Q, H, W]``.
     """
-    num_queries = mask_cls.shape[0]
-    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
-    labels = torch.arange(num_classes, device=mask_cls.device).repeat(num_queries)
-    pair_scores, topk_indices = scores.flatten(0, 1).topk(min(topk, num_queries * num_classes), sorted=False)
-    pair_query = topk_indices // num_classes
     # A query can appear in several pairs: its mask and mask score are computed once.
     query_masks = mask_pred > 0
     inside = query_masks.flatten(1).to(mask_prob.dtype)
-    mask_scores = (mask_prob.flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
     return {
-        "scores": pair_scores * mask_scores[pair_query],
-        "pred_classes": labels[topk_indices],
-        "pair_query": pair_query,
+        "pair_scores": F.softmax(mask_cls, dim=-1)[:, :-1].flatten(),
+        "mask_scores": (mask_prob.flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6),
         "query_masks": query_masks,
     }
 
@@ -148,11 +142,18 @@ def instance_inference(
         ``Instances`` with ``pred_masks`` float ``[N, H, W]``, ``pred_boxes`` (zeros, as
         upstream), ``scores [N]`` and ``pred_classes [N]``.
     """
-    stage = instance_tensors(mask_cls, mask_pred, mask_prob, num_classes=num_classes, topk=topk)
-    kept = torch.from_numpy(select_instances(stage["pred_classes"].cpu().numpy(), thing_classes)).to(mask_cls.device)
+    stage = instance_tensors(mask_cls, mask_pred, mask_prob)
+    top = stage["pair_scores"].topk(min(topk, stage["pair_scores"].numel()), sorted=False).indices
+    scores, pred_classes, pair_query = (
+        torch.from_numpy(x).to(mask_cls.device)
+        for x in assemble_instances(
+            stage["pair_scores"].cpu().numpy(), stage["mask_scores"].cpu().numpy(), top.cpu().numpy(),
+            num_classes=num_classes, thing_classes=thing_classes,
+        )
+    )
     result = Instances(tuple(mask_pred.shape[-2:]))
-    result.pred_masks = stage["query_masks"][stage["pair_query"][kept]].float()
-    result.pred_boxes = Boxes(torch.zeros(len(kept), 4, device=mask_pred.device))
-    result.scores = stage["scores"][kept]
-    result.pred_classes = stage["pred_classes"][kept]
+    result.pred_masks = stage["query_masks"][pair_query].float()
+    result.pred_boxes = Boxes(torch.zeros(len(pair_query), 4, device=mask_pred.device))
+    result.scores = scores
+    result.pred_classes = pred_classes
     return result

@@ -77,8 +77,8 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         pos_flatten = torch.cat(
             [pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, pos in enumerate(pos_embeds)], 1
         )
-        if torch.compiler.is_exporting():
-            # torch.export keeps the sizes symbolic as Python sizes only, not inside a tensor.
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            # Exporters keep the sizes symbolic as Python sizes only, not inside a tensor.
             spatial_shapes, level_start_index = shapes, None
         else:
             spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flatten.device)
