@@ -114,6 +114,21 @@ def test_runtime_top_k_order_is_torch_cpu_order(n, k):
         np.testing.assert_array_equal(torch_cpu_topk_indices(values, k), expected)
 
 
+def test_demo_draws_with_the_exported_model(tiny_export, tmp_path):
+    _, directory = tiny_export
+    cfg = tiny_cfg()
+    cfg.DATASETS.TEST = ("coco_2017_val_panoptic",)
+    (tmp_path / "tiny.yaml").write_text(cfg.dump())
+    Image.fromarray(random_image((96, 128))).save(tmp_path / "in.png")
+    out = subprocess.run(
+        [sys.executable, "demo/demo.py", "--config-file", str(tmp_path / "tiny.yaml"), "--exported", str(directory),
+         "--input", str(tmp_path / "in.png"), "--output", str(tmp_path / "out.png")],
+        capture_output=True, text=True, cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert np.array(Image.open(tmp_path / "out.png")).shape[:2] == (96, 128)
+
+
 def fake_predictor(**meta):
     return ExportedPredictor({"input_format": "RGB", "tasks": ["semantic"], **meta}, run=lambda image: [image])
 
