@@ -141,6 +141,8 @@ def test_bad_images_are_errors():
         predictor(np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         predictor(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="size divisibility 32"):
+        fake_predictor(size_divisibility=32)(np.zeros((32, 20, 3), np.uint8))
 
 
 def test_directory_of_another_format_version_is_an_error(tmp_path):
@@ -216,3 +218,10 @@ def test_golden_fixture_exported_matches_eager_at_another_size(name, golden_dir,
     model, predictor = golden_exports(folder)
     image = np.array(Image.open(folder / "input.png").convert(predictor.meta["input_format"]).resize((419, 257)))
     assert_same_as_eager(eager(model, image), predictor(image))
+
+
+def test_setup_installs_the_export_dependencies_with_numpy_held():
+    requirements = (REPO_ROOT / "requirements.txt").read_text().split()
+    assert {"onnx==1.23.2", "onnxruntime==1.31.1"} <= set(requirements)
+    assert "numpy==1.26.4" in (REPO_ROOT / "requirements-constraints.txt").read_text().split()
+    assert "-r requirements.txt -c requirements-constraints.txt" in (REPO_ROOT / "tools" / "setup_env.sh").read_text()

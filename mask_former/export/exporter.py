@@ -89,6 +89,7 @@ def meta_for(wrapper: ExportableMaskFormer, cfg, export_format: str) -> Dict:
         "tasks": wrapper.tasks,
         "input_format": cfg.INPUT.FORMAT,
         "num_classes": model.sem_seg_head.num_classes,
+        "size_divisibility": model.size_divisibility,
         "classes": list(getattr(metadata, "stuff_classes", None) or []),
         "object_mask_threshold": model.object_mask_threshold,
         "overlap_threshold": model.overlap_threshold,

@@ -88,6 +88,10 @@ class ExportedPredictor:
             raise TypeError(f"the image must be uint8 [H, W, 3] in {self.meta['input_format']}, got dtype {image.dtype}")
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"the image must be uint8 [H, W, 3] in {self.meta['input_format']}, got shape {image.shape}")
+        d = self.meta.get("size_divisibility", 0)
+        if d > 0 and max(image.shape[:2]) <= d:
+            # The eager model widens such an image's single padded cell (GroupNorm); the graph cannot.
+            raise ValueError(f"the image {image.shape[:2]} must exceed the size divisibility {d} on one side at least")
         return np.ascontiguousarray(image)
 
     def __call__(self, image: np.ndarray) -> Dict:
