@@ -16,7 +16,7 @@ from detectron2.modeling import build_model
 from helpers import golden_cfg, tiny_cfg
 from mask_former.export import FORMAT_VERSION, ExportedPredictor, load_exported
 from mask_former.export.assembly import torch_cpu_topk_indices
-from mask_former.export.exporter import export_model
+from mask_former.export.exporter import ExportableMaskFormer, export_model, meta_for
 
 GOLDEN_FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic", "maskformer_v1_coco_panoptic",
                    "m2f_ade20k_semantic_train"]
@@ -127,6 +127,21 @@ def test_demo_draws_with_the_exported_model(tiny_export, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert np.array(Image.open(tmp_path / "out.png")).shape[:2] == (96, 128)
+
+
+def test_torch_export_program_runs_through_torch_export_load(tmp_path):
+    """The runtime's torch-export path on a program of the export wrapper. At a fixed size: with
+    dynamic H and W, torch.export of the Swin backbone takes many minutes (README, Export)."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model = build_model(cfg).eval()
+    wrapper = ExportableMaskFormer(model)
+    image = random_image((64, 96))
+    with torch.no_grad():
+        program = torch.export.export(wrapper, (torch.from_numpy(image),), strict=False)
+    torch.export.save(program, str(tmp_path / "model.pt2"))
+    (tmp_path / "meta.json").write_text(json.dumps(meta_for(wrapper, cfg, "torch-export")))
+    assert_same_as_eager(eager(model, image), load_exported(tmp_path)(image))
 
 
 def fake_predictor(**meta):

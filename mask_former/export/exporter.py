@@ -7,6 +7,7 @@ turns on (names in :data:`mask_former.export.runtime.TASK_OUTPUTS`); the runtime
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -112,10 +113,13 @@ def export_onnx(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> Non
     the output shapes it annotates from its own shape inference can be wrong for dynamic axes, so
     they are dropped and onnxruntime infers them."""
     names = output_names(wrapper.tasks)
-    torch.onnx.export(
-        wrapper, (image,), str(path), dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
-        output_names=names, dynamic_axes={"image": {0: "height", 1: "width"}},
-    )
+    with warnings.catch_warnings():
+        # They flag the models' input checks (rank, channels), constant for every image size.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            wrapper, (image,), str(path), dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
+            output_names=names, dynamic_axes={"image": {0: "height", 1: "width"}},
+        )
     graph = onnx.load(str(path))
     del graph.graph.value_info[:]
     for output in graph.graph.output:
