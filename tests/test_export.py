@@ -240,3 +240,20 @@ def test_setup_installs_the_export_dependencies_with_numpy_held():
     assert {"onnx==1.23.2", "onnxruntime==1.31.1"} <= set(requirements)
     assert "numpy==1.26.4" in (REPO_ROOT / "requirements-constraints.txt").read_text().split()
     assert "-r requirements.txt -c requirements-constraints.txt" in (REPO_ROOT / "tools" / "setup_env.sh").read_text()
+
+
+def test_export_tool_writes_model_and_meta(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(**V1)
+    cfg.MODEL.MASK_FORMER.RECIPE = "maskformer"
+    torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "tiny.pth")
+    (tmp_path / "tiny.yaml").write_text(cfg.dump())
+    out = subprocess.run(
+        [sys.executable, "tools/export_model.py", "--config-file", str(tmp_path / "tiny.yaml"), "--format", "onnx",
+         "--output", str(tmp_path / "exported"), "MODEL.WEIGHTS", str(tmp_path / "tiny.pth")],
+        capture_output=True, text=True, cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    meta = json.loads((tmp_path / "exported" / "meta.json").read_text())
+    assert meta["format"] == "onnx" and meta["require_mask_confidence"] is False  # a v1 model: v1's panoptic rule
+    assert load_exported(tmp_path / "exported")(random_image((80, 100)))["sem_seg"].shape == (5, 80, 100)
