@@ -8,6 +8,8 @@ Examples::
     python demo/demo.py --config-file CONFIG --video-input clip.mp4 --output clip_vis.mp4 --opts MODEL.WEIGHTS model.pth
     # a model trained on your own data: --dataset registers the splits its config names
     python demo/demo.py --config-file CONFIG --dataset mydata.yaml --input a.jpg --output a_vis.png --opts ...
+    # a model exported by tools/export_model.py (onnxruntime)
+    python demo/demo.py --config-file CONFIG --exported export_dir/ --input a.jpg --output a_vis.png
 
 MODEL.WEIGHTS must initialize every parameter of the model; ``--allow-random-weights`` runs an
 untrained model anyway.
@@ -17,11 +19,14 @@ import glob
 import logging
 import os
 import sys
-from typing import List
+from typing import Dict, List
 
 import cv2
+import numpy as np
+import torch
 
 from detectron2.data.detection_utils import read_image
+from detectron2.structures import Instances
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
@@ -34,6 +39,7 @@ from mask_former.data.datasets.custom import (  # noqa: E402
     register_dataset_descriptions,
 )
 from mask_former.engine import ConfigError, build_config  # noqa: E402
+from mask_former.export import load_exported  # noqa: E402
 from predictor import TASKS, VisualizationDemo  # noqa: E402
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -67,9 +73,46 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--task", default="auto", choices=["auto", *TASKS], help="which predictions to draw")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of drawn instances")
+    parser.add_argument(
+        "--exported",
+        metavar="DIR",
+        help="run the model exported to DIR by tools/export_model.py (at the image's own size) instead of "
+        "MODEL.WEIGHTS; the config still names the classes (DATASETS.TEST[0])",
+    )
     add_random_weights_flag(parser)
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return parser
+
+
+class ExportedBatchPredictor:
+    """``predictor([BGR image [H, W, 3]]) -> [predictions]`` of an exported model, as the torch
+    structures the drawing functions take (``sem_seg`` tensor, ``panoptic_seg``, ``Instances``)."""
+
+    def __init__(self, directory: str):
+        try:
+            self.predictor = load_exported(directory)
+        except (OSError, ValueError) as e:
+            raise DemoError(f"--exported {directory!r}: {e}") from e
+
+    def predict(self, image_bgr) -> Dict:
+        image = image_bgr[:, :, ::-1] if self.predictor.meta["input_format"] == "RGB" else image_bgr
+        result = self.predictor(np.ascontiguousarray(image))
+        predictions = {}
+        if "sem_seg" in result:
+            predictions["sem_seg"] = torch.from_numpy(result["sem_seg"])
+        if "panoptic_seg" in result:
+            panoptic_seg, segments_info = result["panoptic_seg"]
+            predictions["panoptic_seg"] = (torch.from_numpy(panoptic_seg), segments_info)
+        if "instances" in result:
+            instances = Instances(image.shape[:2])
+            for name, value in result["instances"].items():
+                instances.set(name, torch.from_numpy(value))
+            instances.pred_masks = instances.pred_masks.float()
+            predictions["instances"] = instances
+        return predictions
+
+    def __call__(self, images) -> List[Dict]:
+        return [self.predict(image) for image in images]
 
 
 def expand_inputs(patterns: List[str]) -> List[str]:
@@ -167,9 +210,10 @@ def run(args) -> None:
         raise DemoError("--webcam shows the drawings in a window; --output is not supported with it")
     paths = expand_inputs(args.input) if args.input else None
     register_dataset_descriptions(args.dataset)
-    cfg = build_config(args.config_file, args.opts + random_weights_opts(args))
+    cfg = build_config(args.config_file, args.opts + ([] if args.exported else random_weights_opts(args)))
     check_config(cfg)
-    demo = VisualizationDemo(cfg, task=args.task, confidence_threshold=args.confidence_threshold)
+    predictor = ExportedBatchPredictor(args.exported) if args.exported else None
+    demo = VisualizationDemo(cfg, task=args.task, confidence_threshold=args.confidence_threshold, predictor=predictor)
     if paths:
         run_on_images(demo, paths, args.output)
     elif args.video_input:

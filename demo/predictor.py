@@ -154,14 +154,16 @@ def draw_predictions(
 class VisualizationDemo:
     """The model of a config, run on images or video frames, with its predictions drawn."""
 
-    def __init__(self, cfg, task: str = "auto", confidence_threshold: float = 0.5):
+    def __init__(self, cfg, task: str = "auto", confidence_threshold: float = 0.5, predictor=None):
         """
         Args:
             cfg: the model's config; the metadata of ``DATASETS.TEST[0]`` names the classes.
             task, confidence_threshold: see :func:`draw_predictions`.
+            predictor: ``predictor([BGR image]) -> [predictions]``; by default the config's
+                ``BatchPredictor`` (``demo.py --exported`` passes the exported model's).
         """
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
-        self.predictor = BatchPredictor(cfg)
+        self.predictor = predictor or BatchPredictor(cfg)
         self.task = task
         self.confidence_threshold = confidence_threshold
 

@@ -11,7 +11,7 @@ STAMP=$VENV/.mask_former_setup
 TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
 
 inputs_hash() {
-  cat requirements.txt setup.py tools/setup_env.sh tools/install_detectron2.py | sha256sum | cut -d' ' -f1
+  cat requirements.txt requirements-constraints.txt setup.py tools/setup_env.sh tools/install_detectron2.py | sha256sum | cut -d' ' -f1
 }
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(inputs_hash)" ] && "$PY" -W ignore::FutureWarning -c "import mask_former" 2>/dev/null; then
@@ -29,7 +29,7 @@ else
   pip install --quiet $TORCH_PINS
 fi
 echo "[setup] installing requirements.txt"
-pip install --quiet -r requirements.txt
+pip install --quiet -r requirements.txt -c requirements-constraints.txt
 "$PY" tools/install_detectron2.py
 echo "[setup] installing mask_former (editable)"
 pip install --quiet --no-deps --no-build-isolation -e .

@@ -7,6 +7,8 @@ from torch.nn import functional as F
 
 from detectron2.structures import Boxes, Instances
 
+from ..export.assembly import assemble_instances, assemble_panoptic
+
 
 def semantic_inference(mask_cls: Tensor, mask_prob: Tensor) -> Tensor:
     """Per-class score map: sum over queries of class probability times mask probability.
@@ -20,6 +22,46 @@ def semantic_inference(mask_cls: Tensor, mask_prob: Tensor) -> Tensor:
     """
     probs = F.softmax(mask_cls, dim=-1)[..., :-1]
     return torch.einsum("qc,qhw->chw", probs, mask_prob)
+
+
+def panoptic_tensors(
+    mask_cls: Tensor,
+    mask_prob: Tensor,
+    *,
+    num_classes: int,
+    object_mask_threshold: float,
+    require_mask_confidence: bool = True,
+) -> Dict[str, Tensor]:
+    """The tensor stage of :func:`panoptic_inference`: fixed-rank, traceable, no data-dependent shapes.
+
+    Args:
+        mask_cls: ``[Q, K+1]`` logits; mask_prob: ``[Q, H, W]`` mask probabilities.
+
+    Returns:
+        ``labels`` int64 ``[Q]``, ``keep`` bool ``[Q]``, ``owner`` int64 ``[H, W]`` (the kept query
+        with the highest class score times mask probability), ``pixel_kept`` bool ``[H, W]``, and the
+        int64 ``[Q]`` areas ``owned_areas``, ``original_areas`` and ``segment_areas``, the inputs of
+        :func:`mask_former.export.assembly.assemble_panoptic`.
+    """
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    # Probabilities are >= 0, so -1 never wins against a kept query; ties go to the first query either way.
+    weighted = torch.where(keep.view(-1, 1, 1), scores.view(-1, 1, 1) * mask_prob, torch.full_like(mask_prob, -1.0))
+    owner = weighted.argmax(0)
+    confident = mask_prob >= 0.5
+    owned = owner.unsqueeze(0) == torch.arange(mask_prob.shape[0], device=owner.device).view(-1, 1, 1)
+    # v1 gives each pixel to its winner; Mask2Former only where the winner's mask is confident.
+    segment_masks = owned & confident if require_mask_confidence else owned
+    pixel_kept = (segment_masks & keep.view(-1, 1, 1)).any(0)
+    return {
+        "labels": labels,
+        "keep": keep,
+        "owner": owner,
+        "pixel_kept": pixel_kept,
+        "owned_areas": owned.flatten(1).sum(1),
+        "original_areas": confident.flatten(1).sum(1),
+        "segment_areas": segment_masks.flatten(1).sum(1),
+    }
 
 
 def panoptic_inference(
@@ -43,48 +85,39 @@ def panoptic_inference(
         mask_cls: ``[Q, K+1]`` logits; mask_prob: ``[Q, H, W]`` mask probabilities.
         num_classes: K.
         thing_classes: contiguous ids of the thing classes.
-        require_mask_confidence: a pixel also needs its query's mask probability >= 0.5
-            (Mask2Former); False: the argmax alone decides (MaskFormer v1).
+        require_mask_confidence: Mask2Former's rule (True): a pixel joins its winner's segment only
+            where the winner's mask probability is >= 0.5; MaskFormer v1's (False): the winner alone.
 
     Returns:
         ``panoptic_seg`` int32 ``[H, W]`` (0 = void) and ``segments_info``, a list of dicts with
         ``id``, ``isthing`` and ``category_id``.
     """
-    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes = scores[keep], labels[keep]
-    cur_masks = mask_prob[keep]
-    h, w = mask_prob.shape[-2:]
-    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_prob.device)
-    segments_info = []
-    if cur_masks.shape[0] == 0:
-        return panoptic_seg, segments_info
+    stage = panoptic_tensors(
+        mask_cls, mask_prob, num_classes=num_classes, object_mask_threshold=object_mask_threshold,
+        require_mask_confidence=require_mask_confidence,
+    )
+    panoptic_seg, segments_info = assemble_panoptic(
+        **{k: v.cpu().numpy() for k, v in stage.items()}, thing_classes=thing_classes, overlap_threshold=overlap_threshold
+    )
+    return torch.from_numpy(panoptic_seg).to(mask_prob.device), segments_info
 
-    owner = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
-    confident = cur_masks >= 0.5
-    owned = owner.unsqueeze(0) == torch.arange(cur_masks.shape[0], device=owner.device).view(-1, 1, 1)
-    # Areas for every kept query at once; only the merge below needs a loop.
-    owned_areas = owned.flatten(1).sum(1).tolist()
-    original_areas = confident.flatten(1).sum(1).tolist()
-    segment_masks = owned & confident if require_mask_confidence else owned
-    segment_areas = segment_masks.flatten(1).sum(1).tolist()
-    stuff_segment_ids = {}
-    current_id = 0
-    for k, pred_class in enumerate(cur_classes.tolist()):
-        if owned_areas[k] == 0 or original_areas[k] == 0 or segment_areas[k] == 0:
-            continue
-        if owned_areas[k] / original_areas[k] < overlap_threshold:
-            continue
-        isthing = pred_class in thing_classes
-        if not isthing and pred_class in stuff_segment_ids:
-            panoptic_seg[segment_masks[k]] = stuff_segment_ids[pred_class]
-            continue
-        current_id += 1
-        if not isthing:
-            stuff_segment_ids[pred_class] = current_id
-        panoptic_seg[segment_masks[k]] = current_id
-        segments_info.append({"id": current_id, "isthing": bool(isthing), "category_id": int(pred_class)})
-    return panoptic_seg, segments_info
+
+def instance_tensors(mask_cls: Tensor, mask_pred: Tensor, mask_prob: Tensor) -> Dict[str, Tensor]:
+    """The tensor stage of :func:`instance_inference`: fixed-rank, traceable.
+
+    Returns:
+        ``pair_scores`` ``[Q * K]`` (the class probability of each (query, class) pair, query-major),
+        ``mask_scores`` ``[Q]`` (mean mask probability inside each query's mask) and ``query_masks``
+        bool ``[Q, H, W]``.
+    """
+    # A query can appear in several pairs: its mask and mask score are computed once.
+    query_masks = mask_pred > 0
+    inside = query_masks.flatten(1).to(mask_prob.dtype)
+    return {
+        "pair_scores": F.softmax(mask_cls, dim=-1)[:, :-1].flatten(),
+        "mask_scores": (mask_prob.flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6),
+        "query_masks": query_masks,
+    }
 
 
 def instance_inference(
@@ -109,25 +142,18 @@ def instance_inference(
         ``Instances`` with ``pred_masks`` float ``[N, H, W]``, ``pred_boxes`` (zeros, as
         upstream), ``scores [N]`` and ``pred_classes [N]``.
     """
-    num_queries = mask_cls.shape[0]
-    scores = F.softmax(mask_cls, dim=-1)[:, :-1]
-    labels = torch.arange(num_classes, device=mask_cls.device).repeat(num_queries)
-    scores_per_image, topk_indices = scores.flatten(0, 1).topk(min(topk, scores.numel()), sorted=False)
-    labels_per_image = labels[topk_indices]
-    query_per_pair = topk_indices // num_classes
-    if thing_classes is not None:
-        keep = torch.tensor([int(c) in thing_classes for c in labels_per_image.tolist()], dtype=torch.bool, device=mask_cls.device)
-        scores_per_image, labels_per_image, query_per_pair = scores_per_image[keep], labels_per_image[keep], query_per_pair[keep]
-
-    # A query can appear in several pairs: its mask and mask score are computed once.
-    queries, pair_to_query = query_per_pair.unique(return_inverse=True)
-    binary = mask_pred[queries] > 0
-    inside = binary.flatten(1).float()
-    mask_scores = (mask_prob[queries].flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
-
+    stage = instance_tensors(mask_cls, mask_pred, mask_prob)
+    top = stage["pair_scores"].topk(min(topk, stage["pair_scores"].numel()), sorted=False).indices
+    scores, pred_classes, pair_query = (
+        torch.from_numpy(x).to(mask_cls.device)
+        for x in assemble_instances(
+            stage["pair_scores"].cpu().numpy(), stage["mask_scores"].cpu().numpy(), top.cpu().numpy(),
+            num_classes=num_classes, thing_classes=thing_classes,
+        )
+    )
     result = Instances(tuple(mask_pred.shape[-2:]))
-    result.pred_masks = binary[pair_to_query].float()
-    result.pred_boxes = Boxes(torch.zeros(len(query_per_pair), 4, device=mask_pred.device))
-    result.scores = scores_per_image * mask_scores[pair_to_query]
-    result.pred_classes = labels_per_image
+    result.pred_masks = stage["query_masks"][pair_query].float()
+    result.pred_boxes = Boxes(torch.zeros(len(pair_query), 4, device=mask_pred.device))
+    result.scores = scores
+    result.pred_classes = pred_classes
     return result

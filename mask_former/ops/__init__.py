@@ -102,6 +102,8 @@ def kernel_unavailable_reason(kernel: str, value: torch.Tensor) -> Optional[str]
 def choose_implementation(value: torch.Tensor) -> Tuple[str, str]:
     """The implementation :func:`ms_deform_attn` uses for ``value``, and why."""
     requested = os.environ.get(IMPLEMENTATION_ENV, "auto")
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return "pytorch", "exporting (an exported graph holds standard operators only)"
     if requested == "pytorch":
         return "pytorch", f"{IMPLEMENTATION_ENV}=pytorch"
     if requested != "auto" and requested not in KERNELS:

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import ms_deform_attn
+from .ms_deform_attn_ref import level_shapes
 
 
 class MSDeformAttn(nn.Module):
@@ -73,7 +74,7 @@ class MSDeformAttn(nn.Module):
         n, num_queries, _ = query.shape
         if reference_points.shape[-1] != 2:
             raise ValueError(f"MSDeformAttn: reference_points must end in (x, y), got {tuple(reference_points.shape)}")
-        num_values = int((input_spatial_shapes[:, 0] * input_spatial_shapes[:, 1]).sum())
+        num_values = sum(h * w for h, w in level_shapes(input_spatial_shapes))
         if num_values != input_flatten.shape[1]:
             raise ValueError(
                 f"MSDeformAttn: input_spatial_shapes cover {num_values} positions but input_flatten has "
@@ -87,7 +88,16 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(query).view(n, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = F.softmax(weights, -1).view(n, num_queries, self.n_heads, self.n_levels, self.n_points)
         # Offsets are in pixels of each level: normalize by (W, H).
-        normalizer = torch.stack([input_spatial_shapes[..., 1], input_spatial_shapes[..., 0]], -1)
+        normalizer = offset_normalizer(input_spatial_shapes, offsets)
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights)
         return self.output_proj(output)
+
+
+def offset_normalizer(spatial_shapes, like: Tensor) -> Tensor:
+    """``[L, 2]`` ``(W_l, H_l)`` of each level. From a list of (symbolic) sizes it is built by tensor
+    arithmetic, which ``torch.export`` keeps symbolic (``torch.as_tensor`` would fix the sizes)."""
+    if isinstance(spatial_shapes, Tensor):
+        return torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+    one = like.new_ones(())
+    return torch.stack([torch.stack([one * w, one * h]) for h, w in spatial_shapes])

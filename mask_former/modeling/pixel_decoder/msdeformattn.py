@@ -11,6 +11,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
 
 from ...ops.ms_deform_attn_module import MSDeformAttn
+from ...ops.ms_deform_attn_ref import level_shapes
 from ..build import PIXEL_DECODER_REGISTRY
 from ..layers import PositionEmbeddingSine, feed_forward, residual, with_pos, xavier_init_matrices
 from ..transformer import _clones
@@ -76,8 +77,12 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         pos_flatten = torch.cat(
             [pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, pos in enumerate(pos_embeds)], 1
         )
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flatten.device)
-        level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            # Exporters keep the sizes symbolic as Python sizes only, not inside a tensor.
+            spatial_shapes, level_start_index = shapes, None
+        else:
+            spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flatten.device)
+            level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         refs = reference_points(shapes, src_flatten.shape[0], src_flatten.device)
         memory = src_flatten
         for layer in self.encoder.layers:
@@ -170,10 +175,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         pos = [self.pe_layer(features[name]) for name in names]
         memory, spatial_shapes, level_start_index = self.transformer(srcs, pos)
         batch = memory.shape[0]
-        sizes = spatial_shapes.prod(1).tolist()
+        shapes = level_shapes(spatial_shapes)
         outputs = [
-            level.transpose(1, 2).view(batch, -1, int(h), int(w))
-            for level, (h, w) in zip(memory.split(sizes, dim=1), spatial_shapes.tolist())
+            level.transpose(1, 2).reshape(batch, -1, h, w)
+            for level, (h, w) in zip(memory.split([h * w for h, w in shapes], dim=1), shapes)
         ]
         fpn_names = self.in_features[: self.num_fpn_levels][::-1]
         for name, lateral, output in zip(fpn_names, self.lateral_convs, self.output_convs):

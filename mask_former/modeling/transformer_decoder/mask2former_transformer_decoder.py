@@ -112,7 +112,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
             # A query whose mask is empty at this scale attends everywhere.
-            attn_mask[attn_mask.all(-1)] = False
+            # (Written without in-place boolean indexing so that it exports to ONNX.)
+            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
             output = self.transformer_cross_attention_layers[i](
                 output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_pos
             )

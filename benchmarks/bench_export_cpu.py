@@ -1,0 +1,72 @@
+"""CPU inference time: the ONNX export under onnxruntime vs the eager PyTorch model, same weights
+and image, post-processing included.
+
+    .venv/bin/python benchmarks/bench_export_cpu.py \
+        --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml --size 512
+
+Random weights (timing needs no checkpoint). Exports once into a temporary folder (minutes), then
+prints the median of ``--runs`` timed passes of each path after ``--warmup`` passes, as a markdown
+row with the machine.
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from detectron2.modeling import build_model
+
+import mask_former  # noqa: F401  (registers the model)
+from mask_former.engine import build_config
+from mask_former.export import load_exported
+from mask_former.export.exporter import export_model
+
+
+def median_seconds(run, runs: int, warmup: int, label: str) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for i in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+        print(f"[{label}] run {i + 1}/{runs}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default="configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    args = parser.parse_args(argv)
+    cfg = build_config(args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
+    model = build_model(cfg).eval()
+    image = np.random.RandomState(0).randint(0, 256, (args.size, args.size, 3)).astype(np.uint8)
+    tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+    def eager():
+        with torch.no_grad():
+            model([{"image": tensor}])
+
+    with tempfile.TemporaryDirectory() as directory:
+        print("[export] exporting to ONNX ...", file=sys.stderr, flush=True)
+        export_model(model, cfg, "onnx", directory)
+        predictor = load_exported(directory)
+        onnx_s = median_seconds(lambda: predictor(image), args.runs, args.warmup, "onnxruntime")
+    eager_s = median_seconds(eager, args.runs, args.warmup, "eager")
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    print("| config | size | eager s | onnxruntime s | speed-up | machine |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {os.path.basename(args.config_file)} | {args.size} | {eager_s:.3f} | {onnx_s:.3f} | {eager_s / onnx_s:.2f}x | {machine} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

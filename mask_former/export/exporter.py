@@ -1,0 +1,154 @@
+"""Export a MaskFormer / Mask2Former model, post-processing included, to ONNX or torch.export.
+
+The exported graph takes one uint8 image ``[H, W, 3]`` (dynamic H and W) in the config's
+``INPUT.FORMAT`` and returns the fixed-rank outputs of the tensor stage of every task the model
+turns on (names in :data:`mask_former.export.runtime.TASK_OUTPUTS`); the runtime assembles them.
+"""
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import onnx
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..modeling.postprocessing import instance_tensors, panoptic_tensors, semantic_inference
+from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
+
+logger = logging.getLogger(__name__)
+ONNX_OPSET = 18  # GridSample (the deformable attention) needs opset 16 or later
+MAX_SIDE = 8192
+
+
+def model_tasks(model) -> List[str]:
+    flags = {"semantic": model.semantic_on, "panoptic": model.panoptic_on, "instance": model.instance_on}
+    return [task for task, on in flags.items() if on]
+
+
+def check_exportable(model) -> None:
+    """A clear error for models this exporter does not handle."""
+    if type(model).__name__ != "MaskFormer":
+        raise ValueError(f"MODEL.META_ARCHITECTURE {type(model).__name__!r} cannot be exported: only 'MaskFormer' can")
+    if not model_tasks(model):
+        raise ValueError("nothing to export: MODEL.MASK_FORMER.TEST.SEMANTIC_ON, PANOPTIC_ON and INSTANCE_ON are all False")
+
+
+class ExportableMaskFormer(nn.Module):
+    """``forward(image uint8 [H, W, 3]) -> tuple of the tensor stage's outputs`` at the image's size.
+
+    The same steps as ``MaskFormer.inference_single`` with the output size equal to the input size:
+    normalize, pad to the size divisibility, run the network, resize the masks to the padded size,
+    crop the padding, then the tensor stage of each task.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        check_exportable(model)
+        self.model = model
+        self.tasks = model_tasks(model)
+        self.require_mask_confidence = getattr(model, "recipe", "mask2former") == "mask2former"
+        self.eval()
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, ...]:
+        model = self.model
+        height, width = image.shape[0], image.shape[1]
+        x = (image.permute(2, 0, 1).float() - model.pixel_mean) / model.pixel_std
+        d = max(model.size_divisibility, 1)
+        x = F.pad(x, (0, -width % d, 0, -height % d)).unsqueeze(0)
+        outputs = model.sem_seg_head(model.backbone(x))
+        mask_pred = F.interpolate(outputs["pred_masks"], size=x.shape[-2:], mode="bilinear", align_corners=False)
+        mask_pred = mask_pred[0, :, :height, :width]
+        mask_cls = outputs["pred_logits"][0]
+        mask_prob = mask_pred.sigmoid()
+        num_classes = model.sem_seg_head.num_classes
+        stages: Dict[str, Dict[str, Tensor]] = {}
+        if "semantic" in self.tasks:
+            stages["semantic"] = {"sem_seg": semantic_inference(mask_cls, mask_prob)}
+        if "panoptic" in self.tasks:
+            stage = panoptic_tensors(
+                mask_cls, mask_prob, num_classes=num_classes, object_mask_threshold=model.object_mask_threshold,
+                require_mask_confidence=self.require_mask_confidence,
+            )
+            stages["panoptic"] = {f"panoptic_{k}": v for k, v in stage.items()}
+        if "instance" in self.tasks:
+            stage = instance_tensors(mask_cls, mask_pred, mask_prob)
+            stages["instance"] = {f"instances_{k}": v for k, v in stage.items()}
+        flat = {k: v for stage in stages.values() for k, v in stage.items()}
+        return tuple(flat[name] for name in output_names(self.tasks))
+
+
+def meta_for(wrapper: ExportableMaskFormer, cfg, export_format: str) -> Dict:
+    model = wrapper.model
+    metadata = model.metadata
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "format": export_format,
+        "tasks": wrapper.tasks,
+        "input_format": cfg.INPUT.FORMAT,
+        "num_classes": model.sem_seg_head.num_classes,
+        "size_divisibility": model.size_divisibility,
+        "classes": list(getattr(metadata, "stuff_classes", None) or []),
+        "object_mask_threshold": model.object_mask_threshold,
+        "overlap_threshold": model.overlap_threshold,
+        "test_topk_per_image": model.test_topk_per_image,
+        "require_mask_confidence": wrapper.require_mask_confidence,
+        "outputs": output_names(wrapper.tasks),
+    }
+    if "panoptic" in wrapper.tasks:
+        meta["thing_classes"] = sorted(model.thing_classes())
+    return meta
+
+
+def example_image(cfg) -> Tensor:
+    return torch.randint(0, 256, (300, 352, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def export_onnx(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> None:
+    """The TorchScript-based exporter: seconds where the dynamo one spends many minutes in sympy on
+    the backbone's nested padding arithmetic. Image sizes stay symbolic (traced ``shape`` values);
+    the output shapes it annotates from its own shape inference can be wrong for dynamic axes, so
+    they are dropped and onnxruntime infers them."""
+    names = output_names(wrapper.tasks)
+    with warnings.catch_warnings():
+        # They flag the models' input checks (rank, channels), constant for every image size.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            wrapper, (image,), str(path), dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
+            output_names=names, dynamic_axes={"image": {0: "height", 1: "width"}},
+        )
+    graph = onnx.load(str(path))
+    del graph.graph.value_info[:]
+    for output in graph.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    onnx.save(graph, str(path))
+
+
+def export_torch(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> None:
+    dims = {0: torch.export.Dim("height", min=32, max=MAX_SIDE), 1: torch.export.Dim("width", min=32, max=MAX_SIDE)}
+    torch.export.save(torch.export.export(wrapper, (image,), dynamic_shapes=(dims,), strict=False), str(path))
+
+
+EXPORTERS = {"onnx": export_onnx, "torch-export": export_torch}
+"""``format -> exporter(wrapper, example image, output path)``."""
+
+
+def export_model(model, cfg, export_format: str, output_dir) -> Path:
+    """Write ``model.onnx`` or ``model.pt2`` and ``meta.json`` into ``output_dir``; returns the model file."""
+    if export_format not in MODEL_FILES:
+        raise ValueError(f"--format {export_format!r} is not supported: use one of {sorted(MODEL_FILES)}")
+    wrapper = ExportableMaskFormer(model.eval())
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / MODEL_FILES[export_format]
+    image = example_image(cfg)
+    start = time.perf_counter()
+    logger.info("exporting to %s ...", path)
+    with torch.no_grad():
+        EXPORTERS[export_format](wrapper, image, path)
+    logger.info("exported in %.1f s", time.perf_counter() - start)
+    (output_dir / META_FILE).write_text(json.dumps(meta_for(wrapper, cfg, export_format), indent=2))
+    return path

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""
+Export a MaskFormer / Mask2Former model, post-processing included, for deployment.
+
+Usage::
+
+    python tools/export_model.py --config-file CONFIG --format {onnx,torch-export} --output DIR \
+        [KEY VALUE ...]          # e.g. MODEL.WEIGHTS model_final.pth
+
+writes ``DIR/model.onnx`` (or ``DIR/model.pt2``, a torch.export ExportedProgram) and
+``DIR/meta.json``; run it with ``mask_former.export.load_exported(DIR)``.
+"""
+import argparse
+import logging
+import sys
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.utils.logger import setup_logger
+
+import mask_former  # noqa: F401  (registers the model and datasets)
+from mask_former.engine import ConfigError, build_config
+from mask_former.export.exporter import export_model
+from mask_former.export.runtime import MODEL_FILES
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--format", required=True, choices=sorted(MODEL_FILES))
+    parser.add_argument("--output", required=True, metavar="DIR")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (MODEL.WEIGHTS ...)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    setup_logger(name="mask_former")
+    logger = logging.getLogger("mask_former")
+    try:
+        cfg = build_config(args.config_file, args.opts)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    try:
+        path = export_model(model, cfg, args.format, args.output)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logger.info("wrote %s and meta.json", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
