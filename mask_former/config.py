@@ -79,6 +79,9 @@ def add_maskformer2_config(cfg):
     mf.RECIPE = ""
     # Inputs are padded to this size divisibility inside the model.
     mf.SIZE_DIVISIBILITY = 32
+    # Run the backbone in channels_last memory layout: the same results up to float rounding, and
+    # faster convolutions (oneDNN on the CPU). False keeps torch's default contiguous layout.
+    mf.CHANNELS_LAST = True
     # Point-sampled mask losses: number of points, oversampling and importance-sampling ratios.
     mf.TRAIN_NUM_POINTS = 112 * 112
     mf.OVERSAMPLE_RATIO = 3.0

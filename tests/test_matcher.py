@@ -228,3 +228,14 @@ def test_full_mask_matcher_costs_on_nearest_downsampled_targets(seed):
     [(rows, cols)] = matcher({"pred_logits": pred_logits[None], "pred_masks": pred_masks[None]}, [target])
     assert sum(expected[r, c] for r, c in zip(rows.tolist(), cols.tolist())) == pytest.approx(
         _brute_force_min_cost(expected.tolist()), rel=1e-5)
+
+
+def test_softplus_ce_cost_equals_the_plain_one():
+    from mask_former.modeling.matcher import pairwise_sigmoid_ce_cost, pairwise_sigmoid_ce_cost_by_softplus
+
+    torch.manual_seed(0)
+    logits = torch.randn(20, 500) * 6
+    logits[0, :5] = torch.tensor([40.0, -40.0, 0.0, 1e-4, -25.0])  # saturated and near-zero logits
+    for targets in ((torch.rand(7, 500) > 0.5).float(), torch.rand(7, 500)):  # 0/1 and interpolated targets
+        expected = pairwise_sigmoid_ce_cost(logits, targets)
+        torch.testing.assert_close(pairwise_sigmoid_ce_cost_by_softplus(logits, targets), expected, rtol=1e-5, atol=1e-6)

@@ -145,3 +145,37 @@ def test_old_checkpoint_names_are_converted():
     incompatible = model.load_state_dict(state, strict=False)
     assert not incompatible.missing_keys and not incompatible.unexpected_keys
     assert torch.equal(model.sem_seg_head.predictor.query_feat.weight, query_feat)
+
+
+def resnet_cfg(channels_last):
+    cfg = tiny_cfg()
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    cfg.MODEL.MASK_FORMER.CHANNELS_LAST = channels_last
+    return cfg
+
+
+def test_channels_last_backbone_matches_the_contiguous_one():
+    models = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        models.append(build_model(resnet_cfg(channels_last)))
+    reference, fast = models
+    assert fast.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    batch = [training_input(64, 96), training_input(64, 96, seed=1)]
+    for model in models:
+        model.train()
+    torch.manual_seed(1)
+    expected = reference(batch)
+    torch.manual_seed(1)
+    losses = fast(batch)
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    for model in models:
+        model.eval()
+    image = [{"image": training_input(64, 96)["image"]}]
+    with torch.no_grad():
+        (expected,), (result,) = reference(image), fast(image)
+    torch.testing.assert_close(result["sem_seg"], expected["sem_seg"], rtol=1e-4, atol=1e-5)

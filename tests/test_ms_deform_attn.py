@@ -454,3 +454,25 @@ def test_bad_inputs_are_clear_errors():
         ms_deform_attn_cuda(value, shapes.int(), starts, locations, weights)
     with pytest.raises(RuntimeError, match="attention_weights must be"):
         ms_deform_attn_cuda(value, shapes, starts, locations, weights[..., :1])
+
+
+def test_short_softmax_matches_softmax_with_gradients():
+    from mask_former.ops.ms_deform_attn_module import short_softmax
+
+    x = (torch.randn(2, 50, 8, 12) * 5).requires_grad_()
+    grad = torch.randn(2, 50, 8, 12)
+    expected = torch.softmax(x, -1)
+    (expected_grad,) = torch.autograd.grad(expected, x, grad)
+    result = short_softmax(x)
+    (result_grad,) = torch.autograd.grad(result, x, grad)
+    torch.testing.assert_close(result, expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(result_grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_sampling_locations_equal_the_plain_broadcast():
+    from mask_former.ops.ms_deform_attn_module import sampling_locations
+
+    reference_points, offsets = torch.rand(2, 30, 3, 2), torch.randn(2, 30, 8, 3, 4, 2) * 3
+    normalizer = torch.tensor([[9.0, 7.0], [3.0, 5.0], [1.0, 1.0]])
+    plain = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+    assert torch.equal(sampling_locations(reference_points, offsets, normalizer), plain)

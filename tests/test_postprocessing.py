@@ -7,7 +7,16 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from helpers import tiny_cfg
 from mask_former.modeling.meta_arch.mask_former_model import resize_to_output
-from mask_former.modeling.postprocessing import instance_inference, panoptic_inference, semantic_inference
+from mask_former.export.assembly import assemble_instances, assemble_panoptic
+from mask_former.modeling.postprocessing import (
+    count_true,
+    instance_inference,
+    instance_tensors,
+    kept_panoptic_tensors,
+    panoptic_inference,
+    panoptic_tensors,
+    semantic_inference,
+)
 
 
 def reference_instance_inference(mask_cls, mask_pred, num_classes, topk):
@@ -100,3 +109,54 @@ def test_eval_decoder_shortcut_matches_full_prediction_heads():
     assert fast["aux_outputs"] == [] and len(full["aux_outputs"]) == 2
     torch.testing.assert_close(fast["pred_logits"], full["pred_logits"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fast["pred_masks"], full["pred_masks"], atol=1e-5, rtol=1e-5)
+
+
+def panoptic_cases():
+    """(mask_cls, mask_prob) with many, few and no kept queries, and exact score ties between queries."""
+    torch.manual_seed(3)
+    mask_cls = torch.randn(12, 6) * 4
+    mask_cls[5] = mask_cls[2]  # equal scores and, below, equal masks on half the image: ties
+    mask_prob = torch.rand(12, 16, 20)
+    mask_prob[5, :8] = mask_prob[2, :8]
+    return [(mask_cls, mask_prob), (mask_cls.clone().fill_(0), mask_prob), (mask_cls * 0.2, mask_prob)]
+
+
+def test_kept_panoptic_tensors_match_the_reference_where_assembly_reads_them():
+    for mask_cls, mask_prob in panoptic_cases():
+        for confidence in (True, False):
+            options = dict(num_classes=5, object_mask_threshold=0.4, require_mask_confidence=confidence)
+            reference, fast = panoptic_tensors(mask_cls, mask_prob, **options), kept_panoptic_tensors(mask_cls, mask_prob, **options)
+            for name in ("labels", "keep", "pixel_kept"):
+                assert torch.equal(fast[name], reference[name]), name
+            pixels = reference["pixel_kept"]
+            assert torch.equal(fast["owner"][pixels], reference["owner"][pixels])
+            kept = reference["keep"]
+            for name in ("owned_areas", "original_areas", "segment_areas"):
+                assert torch.equal(fast[name][kept], reference[name][kept]), name
+            args = dict(thing_classes={0, 1, 2}, overlap_threshold=0.3)
+            expected = assemble_panoptic(**{k: v.numpy() for k, v in reference.items()}, **args)
+            seg, info = panoptic_inference(mask_cls, mask_prob, **{k: v for k, v in options.items()}, **args)
+            assert torch.equal(seg, torch.from_numpy(expected[0])) and info == expected[1]
+
+
+def test_instance_inference_matches_instance_tensors():
+    """Eager instance inference scores only the top pairs' queries; the exported tensor stage scores
+    every query: both give the same instances through the shared numpy assembly."""
+    torch.manual_seed(4)
+    mask_cls, mask_pred = torch.randn(9, 6) * 3, torch.randn(9, 12, 10) * 2
+    for things in (None, {0, 3}):
+        stage = instance_tensors(mask_cls, mask_pred, mask_pred.sigmoid())
+        top = stage["pair_scores"].topk(20, sorted=False).indices
+        scores, classes, pair_query = assemble_instances(
+            stage["pair_scores"].numpy(), stage["mask_scores"].numpy(), top.numpy(), num_classes=5, thing_classes=things
+        )
+        result = instance_inference(mask_cls, mask_pred, mask_pred.sigmoid(), num_classes=5, topk=20, thing_classes=things)
+        assert torch.equal(result.pred_masks, stage["query_masks"][torch.from_numpy(pair_query)].float())
+        torch.testing.assert_close(result.scores, torch.from_numpy(scores))
+        assert torch.equal(result.pred_classes, torch.from_numpy(classes))
+
+
+def test_count_true_counts_like_a_sum():
+    masks = torch.rand(4, 7, 300) > 0.3
+    assert torch.equal(count_true(masks), masks.flatten(1).sum(1))
+    assert torch.equal(count_true(masks[:, :, ::3]), masks[:, :, ::3].flatten(1).sum(1))

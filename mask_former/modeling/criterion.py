@@ -107,7 +107,7 @@ def pad_to_common_size(masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     """
     height = max(m.shape[-2] for m in masks)
     width = max(m.shape[-1] for m in masks)
-    return [F.pad(m, (0, width - m.shape[-1], 0, height - m.shape[-2])) for m in masks]
+    return [m if m.shape[-2:] == (height, width) else F.pad(m, (0, width - m.shape[-1], 0, height - m.shape[-2])) for m in masks]
 
 
 class SetCriterion(nn.Module):
@@ -184,6 +184,8 @@ class SetCriterion(nn.Module):
             final outputs, and the same suffixed with "_{i}" for `outputs["aux_outputs"][i]`.
         """
         num_masks = self._average_num_masks(targets, outputs["pred_logits"].device)
+        # Once for all layers: the matcher and the mask losses of every layer read the same float masks.
+        targets = [{**t, "masks": t["masks"].to(torch.float32)} for t in targets]
         layers = [("", outputs)] + [
             (f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))
         ]

@@ -15,6 +15,7 @@ __all__ = [
     "HungarianMatcher",
     "pairwise_dice_cost",
     "pairwise_sigmoid_ce_cost",
+    "pairwise_sigmoid_ce_cost_by_softplus",
     "pairwise_sigmoid_focal_cost",
 ]
 
@@ -35,6 +36,21 @@ def pairwise_sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> tor
         logits, torch.zeros_like(logits), reduction="none"
     )
     return (positive @ targets.T + negative @ (1 - targets).T) / logits.shape[1]
+
+
+def pairwise_sigmoid_ce_cost_by_softplus(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """
+    :func:`pairwise_sigmoid_ce_cost` (its plain reference, upstream's form) in one `(Q, P)` intermediate instead
+    of four: with `BCE(x, 1) = softplus(x) - x` and `BCE(x, 0) = softplus(x)`, the cost is
+    `(sum_p softplus(x) - x @ t.T) / P`. Equal up to float rounding.
+
+    Args:
+        logits (`torch.Tensor` of shape `(Q, P)`), targets (`torch.Tensor` of shape `(T, P)`): as there.
+
+    Returns:
+        `torch.Tensor` of shape `(Q, T)`.
+    """
+    return (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.T) / logits.shape[1]
 
 
 def pairwise_sigmoid_focal_cost(
@@ -206,7 +222,7 @@ class HungarianMatcher(nn.Module):
         coords = self._point_coords(pred_masks.shape[-2:], pred_masks.device, generator)
         pred_points = _sample_at(pred_masks, coords)
         target_points = _sample_at(target_masks, coords)
-        return pairwise_sigmoid_ce_cost(pred_points, target_points), pairwise_dice_cost(pred_points, target_points)
+        return pairwise_sigmoid_ce_cost_by_softplus(pred_points, target_points), pairwise_dice_cost(pred_points, target_points)
 
     def _point_coords(
         self, mask_size: torch.Size, device: torch.device, generator: Optional[torch.Generator]

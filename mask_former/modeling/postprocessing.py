@@ -64,6 +64,48 @@ def panoptic_tensors(
     }
 
 
+def count_true(masks: Tensor) -> Tensor:
+    """int64 ``[N]`` number of True values of each of the bool ``masks [N, ...]``, summed as bytes: summing a
+    bool tensor converts all of it to int64 first, which costs more than the sum."""
+    return masks.flatten(1).view(torch.uint8).sum(1, dtype=torch.int32).long()
+
+
+def kept_panoptic_tensors(
+    mask_cls: Tensor,
+    mask_prob: Tensor,
+    *,
+    num_classes: int,
+    object_mask_threshold: float,
+    require_mask_confidence: bool = True,
+) -> Dict[str, Tensor]:
+    """:func:`panoptic_tensors` (its plain reference) computed on the kept queries only, for eager inference.
+
+    Equal to it wherever :func:`mask_former.export.assembly.assemble_panoptic` reads it: ``labels``,
+    ``keep``, ``pixel_kept``, ``owner`` where ``pixel_kept``, and the areas of the kept queries (those of
+    the others are 0 here). Areas are counted per owner (``bincount``) rather than on ``[Q, H, W]`` masks.
+    """
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    kept = keep.nonzero().squeeze(1)
+    num_queries, size = mask_prob.shape[0], mask_prob.shape[-2:]
+    areas = {name: torch.zeros(num_queries, dtype=torch.int64, device=mask_prob.device)
+             for name in ("owned_areas", "original_areas", "segment_areas")}
+    if len(kept) == 0:
+        owner = torch.zeros(size, dtype=torch.int64, device=mask_prob.device)
+        return {"labels": labels, "keep": keep, "owner": owner, "pixel_kept": torch.zeros_like(owner, dtype=torch.bool), **areas}
+    prob = mask_prob[kept]
+    # argmax returns the first of equal maxima, so ties go to the first kept query as in the reference.
+    kept_owner = (scores[kept].view(-1, 1, 1) * prob).argmax(0)
+    if require_mask_confidence:
+        pixel_kept = prob.gather(0, kept_owner.unsqueeze(0)).squeeze(0) >= 0.5
+    else:
+        pixel_kept = torch.ones(size, dtype=torch.bool, device=mask_prob.device)
+    areas["owned_areas"][kept] = torch.bincount(kept_owner.flatten(), minlength=len(kept))
+    areas["original_areas"][kept] = count_true(prob >= 0.5)
+    areas["segment_areas"][kept] = torch.bincount(kept_owner[pixel_kept], minlength=len(kept))
+    return {"labels": labels, "keep": keep, "owner": kept[kept_owner], "pixel_kept": pixel_kept, **areas}
+
+
 def panoptic_inference(
     mask_cls: Tensor,
     mask_prob: Tensor,
@@ -92,7 +134,7 @@ def panoptic_inference(
         ``panoptic_seg`` int32 ``[H, W]`` (0 = void) and ``segments_info``, a list of dicts with
         ``id``, ``isthing`` and ``category_id``.
     """
-    stage = panoptic_tensors(
+    stage = kept_panoptic_tensors(
         mask_cls, mask_prob, num_classes=num_classes, object_mask_threshold=object_mask_threshold,
         require_mask_confidence=require_mask_confidence,
     )
@@ -112,12 +154,17 @@ def instance_tensors(mask_cls: Tensor, mask_pred: Tensor, mask_prob: Tensor) -> 
     """
     # A query can appear in several pairs: its mask and mask score are computed once.
     query_masks = mask_pred > 0
-    inside = query_masks.flatten(1).to(mask_prob.dtype)
     return {
         "pair_scores": F.softmax(mask_cls, dim=-1)[:, :-1].flatten(),
-        "mask_scores": (mask_prob.flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6),
+        "mask_scores": mean_inside_probability(mask_prob, query_masks),
         "query_masks": query_masks,
     }
+
+
+def mean_inside_probability(mask_prob: Tensor, query_masks: Tensor) -> Tensor:
+    """``[Q]`` mean of ``mask_prob [Q, H, W]`` over each query's predicted mask ``query_masks`` (bool)."""
+    inside = query_masks.flatten(1).to(mask_prob.dtype)
+    return (mask_prob.flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
 
 
 def instance_inference(
@@ -142,17 +189,25 @@ def instance_inference(
         ``Instances`` with ``pred_masks`` float ``[N, H, W]``, ``pred_boxes`` (zeros, as
         upstream), ``scores [N]`` and ``pred_classes [N]``.
     """
-    stage = instance_tensors(mask_cls, mask_pred, mask_prob)
-    top = stage["pair_scores"].topk(min(topk, stage["pair_scores"].numel()), sorted=False).indices
+    # instance_tensors (the plain reference, exported) thresholds and scores every query's mask; only
+    # those of the top pairs' queries are needed.
+    pair_scores = F.softmax(mask_cls, dim=-1)[:, :-1].flatten()
+    top = pair_scores.topk(min(topk, pair_scores.numel()), sorted=False).indices
+    queries = (top // num_classes).unique()
+    query_masks = mask_pred[queries] > 0
+    mask_scores = mask_prob.new_zeros(mask_cls.shape[0])
+    mask_scores[queries] = mean_inside_probability(mask_prob[queries], query_masks)
     scores, pred_classes, pair_query = (
         torch.from_numpy(x).to(mask_cls.device)
         for x in assemble_instances(
-            stage["pair_scores"].cpu().numpy(), stage["mask_scores"].cpu().numpy(), top.cpu().numpy(),
+            pair_scores.cpu().numpy(), mask_scores.cpu().numpy(), top.cpu().numpy(),
             num_classes=num_classes, thing_classes=thing_classes,
         )
     )
+    row_of_query = torch.full((mask_cls.shape[0],), -1, dtype=torch.long, device=mask_cls.device)
+    row_of_query[queries] = torch.arange(len(queries), device=mask_cls.device)
     result = Instances(tuple(mask_pred.shape[-2:]))
-    result.pred_masks = stage["query_masks"][pair_query].float()
+    result.pred_masks = query_masks[row_of_query[pair_query]].float()
     result.pred_boxes = Boxes(torch.zeros(len(pair_query), 4, device=mask_pred.device))
     result.scores = scores
     result.pred_classes = pred_classes

@@ -99,11 +99,13 @@ class MaskFormer(nn.Module):
         test_topk_per_image: int,
         recipe: str = "mask2former",
         allow_checkpoint_shape_mismatch: bool = False,
+        channels_last: bool = False,
     ):
         super().__init__()
         self.recipe = recipe
         self.allow_checkpoint_shape_mismatch = allow_checkpoint_shape_mismatch
-        self.backbone = backbone
+        self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
         self.num_queries = num_queries
@@ -148,6 +150,7 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "recipe": model_recipe(cfg),
             "allow_checkpoint_shape_mismatch": cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
+            "channels_last": cfg.MODEL.MASK_FORMER.CHANNELS_LAST,
         }
 
     @property
@@ -175,8 +178,11 @@ class MaskFormer(nn.Module):
         if not self.training:
             return self.inference_by_padded_size(batched_inputs)
         images = self.preprocess_images(batched_inputs)
-        outputs = self.sem_seg_head(self.backbone(images.tensor))
+        outputs = self.sem_seg_head(self.backbone_features(images))
         return self.losses(outputs, batched_inputs, images)
+
+    def backbone_features(self, images: ImageList) -> Dict[str, Tensor]:
+        return self.backbone(images.tensor.contiguous(memory_format=self.memory_format))
 
     def padded_size(self, image: Tensor) -> Tuple[int, int]:
         d = max(self.size_divisibility, 1)
@@ -193,7 +199,7 @@ class MaskFormer(nn.Module):
         for indices in groups.values():
             group = [batched_inputs[i] for i in indices]
             images = self.preprocess_images(group)
-            outputs = self.sem_seg_head(self.backbone(images.tensor))
+            outputs = self.sem_seg_head(self.backbone_features(images))
             for i, result in zip(indices, self.inference(outputs, group, images)):
                 results[i] = result
         return results
