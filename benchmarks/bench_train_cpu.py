@@ -53,6 +53,11 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--upstream", default=None, help="a Mask2Former checkout to time beside ours")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every path's workers this many times, alternating, and report the median round "
+                             "(with the speed-up over upstream of each round): timings on a shared VM drift")
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS), metavar="PATH",
+                        help=f"paths to time, of {list(PATHS)} (upstream needs --upstream)")
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--worker", choices=["inference", "training"], help=argparse.SUPPRESS)
@@ -220,16 +225,35 @@ def main(argv=None):
         return worker(args)
     if not os.path.isfile(args.config_file):
         sys.exit(f"config file not found: {args.config_file}")
-    names = [name for name in PATHS if args.upstream or not PATHS[name][1]]
+    names = [name for name in args.paths if args.upstream or not PATHS[name][1]]
     kinds = [kind for kind, skip in (("inference", args.skip_inference), ("training", args.skip_training)) if not skip]
     with tempfile.TemporaryDirectory() as folder:
         weights = os.path.join(folder, "weights.pth")
         torch.save(build_model(args).state_dict(), weights)
-        results = {name: {} for name in names}
-        for name in names:
-            for kind in kinds:
-                results[name].update(run_worker(args, strip_own_options(argv), kind, name, weights))
-    print_table(args, results)
+        rounds = []
+        for number in range(args.rounds):
+            print(f"[bench_train_cpu] round {number + 1}/{args.rounds}", file=sys.stderr, flush=True)
+            results = {name: {} for name in names}
+            for name in names:
+                for kind in kinds:
+                    results[name].update(run_worker(args, strip_own_options(argv), kind, name, weights))
+            rounds.append(results)
+    print_table(args, {name: {key: statistics.median(r[name][key] for r in rounds) for key in rounds[0][name]} for name in names})
+    print_speedups(rounds)
+
+
+def print_speedups(rounds):
+    """Each round's upstream time over each path's, for the time columns."""
+    upstream = [name for name, (_, is_upstream) in PATHS.items() if is_upstream and name in rounds[0]]
+    if not upstream:
+        return
+    for key in ("inference_s", "train_s"):
+        for name in rounds[0]:
+            if name in upstream or key not in rounds[0][name]:
+                continue
+            ratios = [r[upstream[0]][key] / r[name][key] for r in rounds]
+            listed = ", ".join(f"{ratio:.2f}x" for ratio in ratios)
+            print(f"{key} speed-up of {name} over upstream, by round: {listed} (median {statistics.median(ratios):.2f}x)")
 
 
 def print_table(args, results):

@@ -13,6 +13,8 @@ from mask_former.modeling.postprocessing import (
     instance_inference,
     instance_tensors,
     kept_panoptic_tensors,
+    mean_inside_probability,
+    mean_inside_probability_by_chunks,
     panoptic_inference,
     panoptic_tensors,
     semantic_inference,
@@ -33,7 +35,7 @@ def reference_instance_inference(mask_cls, mask_pred, num_classes, topk):
 def test_instance_inference_matches_reference():
     torch.manual_seed(0)
     mask_cls, mask_pred = torch.randn(7, 5) * 3, torch.randn(7, 20, 24) * 2
-    result = instance_inference(mask_cls, mask_pred, mask_pred.sigmoid(), num_classes=4, topk=12)
+    result = instance_inference(mask_cls, mask_pred > 0, mask_pred.sigmoid(), num_classes=4, topk=12)
     masks, scores, classes = reference_instance_inference(mask_cls, mask_pred, 4, 12)
     assert torch.equal(result.pred_masks, masks)
     torch.testing.assert_close(result.scores, scores)
@@ -43,7 +45,7 @@ def test_instance_inference_matches_reference():
 def test_instance_inference_keeps_only_things_for_panoptic_models():
     torch.manual_seed(1)
     mask_cls, mask_pred = torch.randn(6, 4), torch.randn(6, 8, 8)
-    result = instance_inference(mask_cls, mask_pred, mask_pred.sigmoid(), num_classes=3, topk=18, thing_classes={1})
+    result = instance_inference(mask_cls, mask_pred > 0, mask_pred.sigmoid(), num_classes=3, topk=18, thing_classes={1})
     assert len(result) == 6 and set(result.pred_classes.tolist()) == {1}
 
 
@@ -150,10 +152,23 @@ def test_instance_inference_matches_instance_tensors():
         scores, classes, pair_query = assemble_instances(
             stage["pair_scores"].numpy(), stage["mask_scores"].numpy(), top.numpy(), num_classes=5, thing_classes=things
         )
-        result = instance_inference(mask_cls, mask_pred, mask_pred.sigmoid(), num_classes=5, topk=20, thing_classes=things)
+        result = instance_inference(mask_cls, mask_pred > 0, mask_pred.sigmoid(), num_classes=5, topk=20, thing_classes=things)
         assert torch.equal(result.pred_masks, stage["query_masks"][torch.from_numpy(pair_query)].float())
         torch.testing.assert_close(result.scores, torch.from_numpy(scores))
         assert torch.equal(result.pred_classes, torch.from_numpy(classes))
+
+
+def test_mean_inside_probability_by_chunks_matches_the_reference():
+    torch.manual_seed(5)
+    mask_pred = torch.randn(11, 13, 9) * 2
+    mask_prob, query_masks = mask_pred.sigmoid(), mask_pred > 0
+    query_masks[4] = False  # an empty mask scores 0
+    reference = mean_inside_probability(mask_prob, query_masks)
+    for queries in (torch.arange(11), torch.tensor([0, 4, 5, 9, 10]), torch.tensor([3])):
+        for chunk in (1, 3, 8, 20):
+            fast = mean_inside_probability_by_chunks(mask_prob, query_masks, queries, chunk=chunk)
+            torch.testing.assert_close(fast, reference[queries], rtol=1e-6, atol=0)
+    assert mean_inside_probability_by_chunks(mask_prob, query_masks, torch.zeros(0, dtype=torch.long)).shape == (0,)
 
 
 def test_count_true_counts_like_a_sum():

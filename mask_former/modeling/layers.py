@@ -99,9 +99,12 @@ def cross_attention(
     return run
 
 
-def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module, activation=F.relu):
+def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module):
+    """``linear2(dropout(relu(linear1(x))))``; the ReLU overwrites the hidden activations in place (linear's
+    backward does not need its output), which saves a fresh ``[tokens, d_ffn]`` buffer per layer."""
+
     def run(x: Tensor) -> Tensor:
-        return linear2(dropout(activation(linear1(x))))
+        return linear2(dropout(F.relu(linear1(x), inplace=True)))
 
     return run
 

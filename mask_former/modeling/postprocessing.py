@@ -167,9 +167,25 @@ def mean_inside_probability(mask_prob: Tensor, query_masks: Tensor) -> Tensor:
     return (mask_prob.flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
 
 
+def mean_inside_probability_by_chunks(mask_prob: Tensor, query_masks: Tensor, queries: Tensor, chunk: int = 8) -> Tensor:
+    """:func:`mean_inside_probability` (its plain reference) of the rows ``queries`` only, a few queries at a
+    time: no full-resolution copy or float conversion of all the masks, only temporaries of ``chunk`` masks,
+    which the allocator reuses instead of mapping fresh pages for each.
+
+    Returns ``[len(queries)]``.
+    """
+    scores = []
+    for start in range(0, len(queries), chunk):
+        rows = queries[start : start + chunk]
+        inside = query_masks[rows].flatten(1)
+        total = (mask_prob[rows].flatten(1) * inside).sum(1)
+        scores.append(total / (count_true(inside).to(total.dtype) + 1e-6))
+    return torch.cat(scores) if scores else mask_prob.new_zeros(0)
+
+
 def instance_inference(
     mask_cls: Tensor,
-    mask_pred: Tensor,
+    query_masks: Tensor,
     mask_prob: Tensor,
     *,
     num_classes: int,
@@ -180,8 +196,8 @@ def instance_inference(
     mask probability inside the predicted mask (mask logit > 0).
 
     Args:
-        mask_cls: ``[Q, K+1]`` logits; mask_pred: ``[Q, H, W]`` logits at the output size;
-        mask_prob: their sigmoid.
+        mask_cls: ``[Q, K+1]`` logits; query_masks: bool ``[Q, H, W]``, the mask logits at the output
+            size ``> 0``; mask_prob: the logits' sigmoid.
         topk: number of (query, class) pairs kept (at most ``Q * K``).
         thing_classes: when given (panoptic models), pairs of other classes are dropped.
 
@@ -189,14 +205,13 @@ def instance_inference(
         ``Instances`` with ``pred_masks`` float ``[N, H, W]``, ``pred_boxes`` (zeros, as
         upstream), ``scores [N]`` and ``pred_classes [N]``.
     """
-    # instance_tensors (the plain reference, exported) thresholds and scores every query's mask; only
-    # those of the top pairs' queries are needed.
+    # instance_tensors (the plain reference, exported) scores every query's mask; only those of the
+    # top pairs' queries are needed.
     pair_scores = F.softmax(mask_cls, dim=-1)[:, :-1].flatten()
     top = pair_scores.topk(min(topk, pair_scores.numel()), sorted=False).indices
     queries = (top // num_classes).unique()
-    query_masks = mask_pred[queries] > 0
     mask_scores = mask_prob.new_zeros(mask_cls.shape[0])
-    mask_scores[queries] = mean_inside_probability(mask_prob[queries], query_masks)
+    mask_scores[queries] = mean_inside_probability_by_chunks(mask_prob, query_masks, queries)
     scores, pred_classes, pair_query = (
         torch.from_numpy(x).to(mask_cls.device)
         for x in assemble_instances(
@@ -204,11 +219,9 @@ def instance_inference(
             num_classes=num_classes, thing_classes=thing_classes,
         )
     )
-    row_of_query = torch.full((mask_cls.shape[0],), -1, dtype=torch.long, device=mask_cls.device)
-    row_of_query[queries] = torch.arange(len(queries), device=mask_cls.device)
-    result = Instances(tuple(mask_pred.shape[-2:]))
-    result.pred_masks = query_masks[row_of_query[pair_query]].float()
-    result.pred_boxes = Boxes(torch.zeros(len(pair_query), 4, device=mask_pred.device))
+    result = Instances(tuple(query_masks.shape[-2:]))
+    result.pred_masks = query_masks[pair_query].float()
+    result.pred_boxes = Boxes(torch.zeros(len(pair_query), 4, device=query_masks.device))
     result.scores = scores
     result.pred_classes = pred_classes
     return result

@@ -253,7 +253,10 @@ class MaskFormer(nn.Module):
         if self.sem_seg_postprocess_before_inference:
             mask_pred = resize_to_output(mask_pred, image_size, height, width)
             mask_cls = mask_cls.to(mask_pred)
-        mask_prob = mask_pred.sigmoid()
+        query_masks = mask_pred > 0 if self.instance_on else None
+        # In place: past the instances' masks, the logits are not needed, and a fresh [Q, H, W] costs
+        # more in page faults than the sigmoid itself.
+        mask_prob = mask_pred.sigmoid_()
         if self.semantic_on:
             sem_seg = semantic_inference(mask_cls, mask_prob)
             if not self.sem_seg_postprocess_before_inference:
@@ -268,7 +271,7 @@ class MaskFormer(nn.Module):
             )
         if self.instance_on:
             result["instances"] = instance_inference(
-                mask_cls, mask_pred, mask_prob, num_classes=self.sem_seg_head.num_classes, topk=self.test_topk_per_image,
+                mask_cls, query_masks, mask_prob, num_classes=self.sem_seg_head.num_classes, topk=self.test_topk_per_image,
                 thing_classes=thing_classes,
             )
         return result

@@ -16,9 +16,25 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "ms_deform_attn_checks.h"
+
+// float, the type that matters on the CPU, is compiled once per x86-64 level (AVX-512, AVX2 + FMA, baseline)
+// and the loader picks the best one the machine runs (GCC function multi-versioning): a wheel or build
+// stays portable and still uses wide vectors. The per-thread range functions are the cloned unit, so the
+// dispatch costs one indirect call per thread, and what they call is inlined into each clone.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define MASK_FORMER_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MASK_FORMER_ISA_CLONES
+#endif
+#if defined(__GNUC__)
+#define MASK_FORMER_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define MASK_FORMER_ALWAYS_INLINE
+#endif
 
 namespace mask_former {
 namespace {
@@ -46,7 +62,7 @@ struct Corners {
 };
 
 template <typename acc_t>
-Corners<acc_t> corners_of(acc_t loc_x, acc_t loc_y, int64_t height, int64_t width) {
+MASK_FORMER_ALWAYS_INLINE inline Corners<acc_t> corners_of(acc_t loc_x, acc_t loc_y, int64_t height, int64_t width) {
   Corners<acc_t> corners;
   const acc_t x = loc_x * static_cast<acc_t>(width) - acc_t(0.5);
   const acc_t y = loc_y * static_cast<acc_t>(height) - acc_t(0.5);
@@ -108,91 +124,139 @@ void check_levels_fit(const std::vector<Level>& levels, int64_t spatial) {
 }
 
 template <typename scalar_t>
-void forward_kernel(const scalar_t* value, const std::vector<Level>& levels, const at::opmath_type<scalar_t>* locations,
-                    const at::opmath_type<scalar_t>* weights, scalar_t* output, const Dims& d) {
+struct ForwardArgs {
+  const scalar_t* value;
+  const std::vector<Level>& levels;
+  const at::opmath_type<scalar_t>* locations;
+  const at::opmath_type<scalar_t>* weights;
+  scalar_t* output;
+  const Dims& d;
+};
+
+// The (batch, query) pairs [begin, end).
+template <typename scalar_t>
+MASK_FORMER_ALWAYS_INLINE inline void forward_range(int64_t begin, int64_t end, const ForwardArgs<scalar_t>& a) {
   using acc_t = at::opmath_type<scalar_t>;
+  const Dims& d = a.d;
   const int64_t pixel_stride = d.heads * d.channels;
-  at::parallel_for(0, d.batch * d.queries, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> accumulator(d.channels);
-    acc_t* acc = accumulator.data();
-    for (int64_t nq = begin; nq < end; ++nq) {
-      const int64_t n = nq / d.queries;
-      for (int64_t m = 0; m < d.heads; ++m) {
-        std::fill(accumulator.begin(), accumulator.end(), acc_t(0));
-        const int64_t sample = (nq * d.heads + m) * d.levels * d.points;
-        for (int64_t l = 0; l < d.levels; ++l) {
-          const Level& level = levels[l];
-          const scalar_t* level_value = value + (n * d.spatial + level.start) * pixel_stride + m * d.channels;
-          for (int64_t p = 0; p < d.points; ++p) {
-            const int64_t s = sample + l * d.points + p;
-            const auto corners = corners_of(locations[2 * s], locations[2 * s + 1], level.height, level.width);
-            for (int c = 0; c < corners.count; ++c) {
-              const acc_t w = weights[s] * corners.weight[c];
-              const scalar_t* v = level_value + corners.pixel[c] * pixel_stride;
-              for (int64_t k = 0; k < d.channels; ++k) {
-                acc[k] += w * static_cast<acc_t>(v[k]);
-              }
+  std::vector<acc_t> accumulator(d.channels);
+  acc_t* acc = accumulator.data();
+  for (int64_t nq = begin; nq < end; ++nq) {
+    const int64_t n = nq / d.queries;
+    for (int64_t m = 0; m < d.heads; ++m) {
+      std::fill(accumulator.begin(), accumulator.end(), acc_t(0));
+      const int64_t sample = (nq * d.heads + m) * d.levels * d.points;
+      for (int64_t l = 0; l < d.levels; ++l) {
+        const Level& level = a.levels[l];
+        const scalar_t* level_value = a.value + (n * d.spatial + level.start) * pixel_stride + m * d.channels;
+        for (int64_t p = 0; p < d.points; ++p) {
+          const int64_t s = sample + l * d.points + p;
+          const auto corners = corners_of(a.locations[2 * s], a.locations[2 * s + 1], level.height, level.width);
+          for (int c = 0; c < corners.count; ++c) {
+            const acc_t w = a.weights[s] * corners.weight[c];
+            const scalar_t* v = level_value + corners.pixel[c] * pixel_stride;
+            for (int64_t k = 0; k < d.channels; ++k) {
+              acc[k] += w * static_cast<acc_t>(v[k]);
             }
           }
         }
-        scalar_t* out = output + (nq * d.heads + m) * d.channels;
-        for (int64_t k = 0; k < d.channels; ++k) {
-          out[k] = static_cast<scalar_t>(acc[k]);
-        }
       }
+      scalar_t* out = a.output + (nq * d.heads + m) * d.channels;
+      for (int64_t k = 0; k < d.channels; ++k) {
+        out[k] = static_cast<scalar_t>(acc[k]);
+      }
+    }
+  }
+}
+
+MASK_FORMER_ISA_CLONES void forward_range_float(int64_t begin, int64_t end, const ForwardArgs<float>& a) {
+  forward_range<float>(begin, end, a);
+}
+
+template <typename scalar_t>
+void forward_kernel(const ForwardArgs<scalar_t>& args) {
+  at::parallel_for(0, args.d.batch * args.d.queries, 1, [&](int64_t begin, int64_t end) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      forward_range_float(begin, end, args);
+    } else {
+      forward_range<scalar_t>(begin, end, args);
     }
   });
 }
 
 template <typename scalar_t>
-void backward_kernel(const scalar_t* value, const std::vector<Level>& levels,
-                     const at::opmath_type<scalar_t>* locations, const at::opmath_type<scalar_t>* weights,
-                     const scalar_t* grad_output, at::opmath_type<scalar_t>* grad_value,
-                     at::opmath_type<scalar_t>* grad_locations, at::opmath_type<scalar_t>* grad_weights,
-                     const Dims& d) {
+struct BackwardArgs {
+  const scalar_t* value;
+  const std::vector<Level>& levels;
+  const at::opmath_type<scalar_t>* locations;
+  const at::opmath_type<scalar_t>* weights;
+  const scalar_t* grad_output;
+  at::opmath_type<scalar_t>* grad_value;
+  at::opmath_type<scalar_t>* grad_locations;
+  at::opmath_type<scalar_t>* grad_weights;
+  const Dims& d;
+};
+
+// The (batch, head, level) triples [begin, end).
+template <typename scalar_t>
+MASK_FORMER_ALWAYS_INLINE inline void backward_range(int64_t begin, int64_t end, const BackwardArgs<scalar_t>& a) {
   using acc_t = at::opmath_type<scalar_t>;
+  const Dims& d = a.d;
   const int64_t pixel_stride = d.heads * d.channels;
-  at::parallel_for(0, d.batch * d.heads * d.levels, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> grad_buffer(d.channels);
-    acc_t* g = grad_buffer.data();
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t l = item % d.levels;
-      const int64_t m = (item / d.levels) % d.heads;
-      const int64_t n = item / (d.levels * d.heads);
-      const Level& level = levels[l];
-      const int64_t level_offset = (n * d.spatial + level.start) * pixel_stride + m * d.channels;
-      const scalar_t* level_value = value + level_offset;
-      acc_t* level_grad_value = grad_value + level_offset;
-      for (int64_t q = 0; q < d.queries; ++q) {
-        const int64_t nqm = (n * d.queries + q) * d.heads + m;
-        const scalar_t* go = grad_output + nqm * d.channels;
-        for (int64_t k = 0; k < d.channels; ++k) {
-          g[k] = static_cast<acc_t>(go[k]);
-        }
-        for (int64_t p = 0; p < d.points; ++p) {
-          const int64_t s = (nqm * d.levels + l) * d.points + p;
-          const auto corners = corners_of(locations[2 * s], locations[2 * s + 1], level.height, level.width);
-          const acc_t attention = weights[s];
-          acc_t grad_weight = 0, grad_x = 0, grad_y = 0;
-          for (int c = 0; c < corners.count; ++c) {
-            const scalar_t* v = level_value + corners.pixel[c] * pixel_stride;
-            acc_t* gv = level_grad_value + corners.pixel[c] * pixel_stride;
-            const acc_t scale = attention * corners.weight[c];
-            acc_t dot = 0;
-            for (int64_t k = 0; k < d.channels; ++k) {
-              dot += g[k] * static_cast<acc_t>(v[k]);
-              gv[k] += scale * g[k];
-            }
-            grad_weight += corners.weight[c] * dot;
-            grad_x += corners.d_weight_dx[c] * dot;
-            grad_y += corners.d_weight_dy[c] * dot;
-          }
-          grad_weights[s] = grad_weight;
-          // d pixel_x / d loc_x = W, d pixel_y / d loc_y = H.
-          grad_locations[2 * s] = attention * grad_x * static_cast<acc_t>(level.width);
-          grad_locations[2 * s + 1] = attention * grad_y * static_cast<acc_t>(level.height);
-        }
+  std::vector<acc_t> grad_buffer(d.channels);
+  acc_t* g = grad_buffer.data();
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t l = item % d.levels;
+    const int64_t m = (item / d.levels) % d.heads;
+    const int64_t n = item / (d.levels * d.heads);
+    const Level& level = a.levels[l];
+    const int64_t level_offset = (n * d.spatial + level.start) * pixel_stride + m * d.channels;
+    const scalar_t* level_value = a.value + level_offset;
+    acc_t* level_grad_value = a.grad_value + level_offset;
+    for (int64_t q = 0; q < d.queries; ++q) {
+      const int64_t nqm = (n * d.queries + q) * d.heads + m;
+      const scalar_t* go = a.grad_output + nqm * d.channels;
+      for (int64_t k = 0; k < d.channels; ++k) {
+        g[k] = static_cast<acc_t>(go[k]);
       }
+      for (int64_t p = 0; p < d.points; ++p) {
+        const int64_t s = (nqm * d.levels + l) * d.points + p;
+        const auto corners = corners_of(a.locations[2 * s], a.locations[2 * s + 1], level.height, level.width);
+        const acc_t attention = a.weights[s];
+        acc_t grad_weight = 0, grad_x = 0, grad_y = 0;
+        for (int c = 0; c < corners.count; ++c) {
+          const scalar_t* v = level_value + corners.pixel[c] * pixel_stride;
+          acc_t* gv = level_grad_value + corners.pixel[c] * pixel_stride;
+          const acc_t scale = attention * corners.weight[c];
+          acc_t dot = 0;
+          for (int64_t k = 0; k < d.channels; ++k) {
+            dot += g[k] * static_cast<acc_t>(v[k]);
+            gv[k] += scale * g[k];
+          }
+          grad_weight += corners.weight[c] * dot;
+          grad_x += corners.d_weight_dx[c] * dot;
+          grad_y += corners.d_weight_dy[c] * dot;
+        }
+        a.grad_weights[s] = grad_weight;
+        // d pixel_x / d loc_x = W, d pixel_y / d loc_y = H.
+        a.grad_locations[2 * s] = attention * grad_x * static_cast<acc_t>(level.width);
+        a.grad_locations[2 * s + 1] = attention * grad_y * static_cast<acc_t>(level.height);
+      }
+    }
+  }
+}
+
+MASK_FORMER_ISA_CLONES void backward_range_float(int64_t begin, int64_t end, const BackwardArgs<float>& a) {
+  backward_range<float>(begin, end, a);
+}
+
+template <typename scalar_t>
+void backward_kernel(const BackwardArgs<scalar_t>& args) {
+  at::parallel_for(0, args.d.batch * args.d.heads * args.d.levels, 1, [&](int64_t begin, int64_t end) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      backward_range_float(begin, end, args);
+    } else {
+      backward_range<scalar_t>(begin, end, args);
     }
   });
 }
@@ -213,8 +277,8 @@ at::Tensor forward(
   at::Tensor output = at::empty({dims.batch, dims.queries, dims.heads * dims.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    forward_kernel<scalar_t>(value_c.data_ptr<scalar_t>(), levels, locations_c.data_ptr<acc_t>(),
-                             weights_c.data_ptr<acc_t>(), output.data_ptr<scalar_t>(), dims);
+    forward_kernel<scalar_t>({value_c.data_ptr<scalar_t>(), levels, locations_c.data_ptr<acc_t>(),
+                              weights_c.data_ptr<acc_t>(), output.data_ptr<scalar_t>(), dims});
   });
   return output;
 }
@@ -243,10 +307,10 @@ std::vector<at::Tensor> backward(
   at::Tensor grad_weights = at::empty(attention_weights.sizes(), attention_weights.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    backward_kernel<scalar_t>(value_c.data_ptr<scalar_t>(), levels, locations_c.data_ptr<acc_t>(),
-                              weights_c.data_ptr<acc_t>(), grad_output_c.data_ptr<scalar_t>(),
-                              grad_value.data_ptr<acc_t>(), grad_locations.data_ptr<acc_t>(),
-                              grad_weights.data_ptr<acc_t>(), dims);
+    backward_kernel<scalar_t>({value_c.data_ptr<scalar_t>(), levels, locations_c.data_ptr<acc_t>(),
+                               weights_c.data_ptr<acc_t>(), grad_output_c.data_ptr<scalar_t>(),
+                               grad_value.data_ptr<acc_t>(), grad_locations.data_ptr<acc_t>(),
+                               grad_weights.data_ptr<acc_t>(), dims});
   });
   return {grad_value.to(value.scalar_type()), grad_locations, grad_weights};
 }
