@@ -100,11 +100,13 @@ def cross_attention(
 
 
 def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module):
-    """``linear2(dropout(relu(linear1(x))))``; the ReLU overwrites the hidden activations in place (linear's
-    backward does not need its output), which saves a fresh ``[tokens, d_ffn]`` buffer per layer."""
+    """``linear2(dropout(relu(linear1(x))))``. Where no graph is recorded the ReLU overwrites the hidden
+    activations, which saves a fresh ``[tokens, d_ffn]`` buffer per layer; under autograd it does not: linear's
+    3-d output is a view, and an in-place op on it costs a copy of the whole base in the backward."""
 
     def run(x: Tensor) -> Tensor:
-        return linear2(dropout(F.relu(linear1(x), inplace=True)))
+        hidden = linear1(x)
+        return linear2(dropout(F.relu(hidden, inplace=not hidden.requires_grad)))
 
     return run
 

@@ -184,6 +184,29 @@ void forward_kernel(const ForwardArgs<scalar_t>& args) {
   });
 }
 
+// sum_k a[k] * b[k] in kDotLanes independent partial sums, added up in a fixed order at the end: a single
+// running sum is one dependent chain of adds that the compiler may not reorder (and so not vectorize).
+constexpr int64_t kDotLanes = 8;
+
+template <typename acc_t, typename scalar_t>
+MASK_FORMER_ALWAYS_INLINE inline acc_t dot_product(const acc_t* a, const scalar_t* b, int64_t n) {
+  acc_t lanes[kDotLanes] = {};
+  int64_t k = 0;
+  for (; k + kDotLanes <= n; k += kDotLanes) {
+    for (int64_t j = 0; j < kDotLanes; ++j) {
+      lanes[j] += a[k + j] * static_cast<acc_t>(b[k + j]);
+    }
+  }
+  for (; k < n; ++k) {
+    lanes[k % kDotLanes] += a[k] * static_cast<acc_t>(b[k]);
+  }
+  acc_t sum = 0;
+  for (int64_t j = 0; j < kDotLanes; ++j) {
+    sum += lanes[j];
+  }
+  return sum;
+}
+
 template <typename scalar_t>
 struct BackwardArgs {
   const scalar_t* value;
@@ -228,11 +251,10 @@ MASK_FORMER_ALWAYS_INLINE inline void backward_range(int64_t begin, int64_t end,
           const scalar_t* v = level_value + corners.pixel[c] * pixel_stride;
           acc_t* gv = level_grad_value + corners.pixel[c] * pixel_stride;
           const acc_t scale = attention * corners.weight[c];
-          acc_t dot = 0;
           for (int64_t k = 0; k < d.channels; ++k) {
-            dot += g[k] * static_cast<acc_t>(v[k]);
             gv[k] += scale * g[k];
           }
+          const acc_t dot = dot_product(g, v, d.channels);
           grad_weight += corners.weight[c] * dot;
           grad_x += corners.d_weight_dx[c] * dot;
           grad_y += corners.d_weight_dy[c] * dot;
