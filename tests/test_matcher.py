@@ -239,3 +239,21 @@ def test_softplus_ce_cost_equals_the_plain_one():
     for targets in ((torch.rand(7, 500) > 0.5).float(), torch.rand(7, 500)):  # 0/1 and interpolated targets
         expected = pairwise_sigmoid_ce_cost(logits, targets)
         torch.testing.assert_close(pairwise_sigmoid_ce_cost_by_softplus(logits, targets), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", ["pytorch", "cpu"])
+def test_query_points_sampled_like_point_sample(implementation, monkeypatch):
+    """The matcher samples the queries' masks on the fused CPU op where it is built: the same values as
+    detectron2's point_sample, at random points, on the borders and outside the map."""
+    from mask_former.modeling.matcher import _sample_at, _sample_queries_at
+    from mask_former.ops import kernel_unavailable_reason
+
+    masks = torch.randn(37, 9, 13, generator=torch.Generator().manual_seed(0))
+    if implementation == "cpu" and kernel_unavailable_reason("cpu", masks):
+        pytest.skip(kernel_unavailable_reason("cpu", masks))
+    monkeypatch.setenv("MASK_FORMER_DEFORM_ATTN", implementation)
+    coords = torch.cat([
+        torch.rand(500, 2, generator=torch.Generator().manual_seed(1)),
+        torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-0.1, 0.5], [0.5, 1.2], [1 / 26, 1 / 18]]),
+    ])
+    torch.testing.assert_close(_sample_queries_at(masks, coords), _sample_at(masks, coords), rtol=0, atol=1e-6)

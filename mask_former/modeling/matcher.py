@@ -8,6 +8,7 @@ from torch import nn
 
 from detectron2.projects.point_rend.point_features import point_sample
 
+from ..ops import choose_implementation, ms_deform_attn_cpu
 from .criterion import dice_loss_from_sums
 
 __all__ = [
@@ -220,7 +221,7 @@ class HungarianMatcher(nn.Module):
             dice at the points of `num_points`.
         """
         coords = self._point_coords(pred_masks.shape[-2:], pred_masks.device, generator)
-        pred_points = _sample_at(pred_masks, coords)
+        pred_points = _sample_queries_at(pred_masks, coords)
         target_points = _sample_at(target_masks, coords)
         return pairwise_sigmoid_ce_cost_by_softplus(pred_points, target_points), pairwise_dice_cost(pred_points, target_points)
 
@@ -298,6 +299,22 @@ class FullMaskHungarianMatcher(HungarianMatcher):
 def _sample_at(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Values `(N, P)` of masks `(N, H, W)` at the points `(P, 2)`, bilinearly interpolated."""
     return point_sample(masks[None], coords[None], align_corners=False)[0]
+
+
+def _sample_queries_at(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """`_sample_at` (its plain reference) for the queries' masks, on the fused CPU deformable-attention op where
+    `ms_deform_attn` would use it: one level, head and point, the masks as the channels of each pixel. Its
+    sampling is grid_sample's (bilinear, zeros outside, align_corners=False), in the same order, so the
+    values are equal; it reads each point's corners once for all the masks instead of once per mask."""
+    if choose_implementation(masks)[0] != "cpu":
+        return _sample_at(masks, coords)
+    n, h, w = masks.shape
+    value = masks.flatten(1).t().reshape(1, h * w, 1, n)
+    locations = coords.view(1, -1, 1, 1, 1, 2)
+    shapes = torch.tensor([[h, w]], dtype=torch.int64)
+    starts = torch.zeros(1, dtype=torch.int64)
+    weights = coords.new_ones(1, coords.shape[0], 1, 1, 1)
+    return ms_deform_attn_cpu(value, shapes, starts, locations, weights)[0].t()
 
 
 def _check_target(labels: torch.Tensor, masks: torch.Tensor, num_classes: int) -> None:
