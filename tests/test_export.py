@@ -129,19 +129,29 @@ def test_demo_draws_with_the_exported_model(tiny_export, tmp_path):
     assert np.array(Image.open(tmp_path / "out.png")).shape[:2] == (96, 128)
 
 
-def test_torch_export_program_runs_through_torch_export_load(tmp_path):
-    """The runtime's torch-export path on a program of the export wrapper. At a fixed size: with
-    dynamic H and W, torch.export of the Swin backbone takes many minutes (README, Export)."""
+@pytest.fixture(scope="module", params=["maskformer_v1", "mask2former"])
+def tiny_torch_export(request, tmp_path_factory):
     torch.manual_seed(0)
-    cfg = tiny_cfg()
+    cfg = tiny_cfg(**(V1 if request.param == "maskformer_v1" else {}))
     model = build_model(cfg).eval()
-    wrapper = ExportableMaskFormer(model)
-    image = random_image((64, 96))
-    with torch.no_grad():
-        program = torch.export.export(wrapper, (torch.from_numpy(image),), strict=False)
-    torch.export.save(program, str(tmp_path / "model.pt2"))
-    (tmp_path / "meta.json").write_text(json.dumps(meta_for(wrapper, cfg, "torch-export")))
-    assert_same_as_eager(eager(model, image), load_exported(tmp_path)(image))
+    directory = tmp_path_factory.mktemp(request.param + "_pt2")
+    export_model(model, cfg, "torch-export", directory)
+    return model, directory
+
+
+@pytest.mark.parametrize("shape", SIZES + [(64, 96)])
+def test_torch_export_matches_eager_at_any_size(tiny_torch_export, shape):
+    """One torch.export program with dynamic H and W, run through torch.export.load at sizes other than
+    the one it was traced at (300x352), Swin backbone included."""
+    model, directory = tiny_torch_export
+    image = random_image(shape, seed=shape[0])
+    assert_same_as_eager(eager(model, image), load_exported(directory)(image))
+
+
+def test_torch_export_refuses_images_below_its_smallest_side(tiny_torch_export):
+    _, directory = tiny_torch_export
+    with pytest.raises(ValueError, match="33 pixels a side"):
+        load_exported(directory)(random_image((32, 96)))
 
 
 def fake_predictor(**meta):

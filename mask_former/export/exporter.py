@@ -22,6 +22,7 @@ from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
 logger = logging.getLogger(__name__)
 ONNX_OPSET = 18  # GridSample (the deformable attention) needs opset 16 or later
 MAX_SIDE = 8192
+MIN_SIDE = 33  # a 32-pixel side leaves a single cell at stride 32, a case of its own for the shape reasoning
 
 
 def model_tasks(model) -> List[str]:
@@ -58,7 +59,7 @@ class ExportableMaskFormer(nn.Module):
         height, width = image.shape[0], image.shape[1]
         x = (image.permute(2, 0, 1).float() - model.pixel_mean) / model.pixel_std
         d = max(model.size_divisibility, 1)
-        x = F.pad(x, (0, -width % d, 0, -height % d)).unsqueeze(0)
+        x = F.pad(x, (0, (width + d - 1) // d * d - width, 0, (height + d - 1) // d * d - height)).unsqueeze(0)
         outputs = model.sem_seg_head(model.backbone(x))
         mask_pred = F.interpolate(outputs["pred_masks"], size=x.shape[-2:], mode="bilinear", align_corners=False)
         mask_pred = mask_pred[0, :, :height, :width]
@@ -100,6 +101,8 @@ def meta_for(wrapper: ExportableMaskFormer, cfg, export_format: str) -> Dict:
     }
     if "panoptic" in wrapper.tasks:
         meta["thing_classes"] = sorted(model.thing_classes())
+    if export_format == "torch-export":
+        meta["min_side"] = MIN_SIDE
     return meta
 
 
@@ -128,8 +131,12 @@ def export_onnx(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> Non
 
 
 def export_torch(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> None:
-    dims = {0: torch.export.Dim("height", min=32, max=MAX_SIDE), 1: torch.export.Dim("width", min=32, max=MAX_SIDE)}
-    torch.export.save(torch.export.export(wrapper, (image,), dynamic_shapes=(dims,), strict=False), str(path))
+    """torch.export with dynamic H and W (sides MIN_SIDE to MAX_SIDE). Size-oblivious shape reasoning lets the
+    view/contiguity checks of reshapes hold for sizes of 1 too, instead of guarding (and failing) on them."""
+    dims = {0: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE), 1: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)}
+    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        program = torch.export.export(wrapper, (image,), dynamic_shapes=(dims,), strict=False)
+    torch.export.save(program, str(path))
 
 
 EXPORTERS = {"onnx": export_onnx, "torch-export": export_torch}

@@ -92,6 +92,12 @@ class ExportedPredictor:
         if d > 0 and max(image.shape[:2]) <= d:
             # The eager model widens such an image's single padded cell (GroupNorm); the graph cannot.
             raise ValueError(f"the image {image.shape[:2]} must exceed the size divisibility {d} on one side at least")
+        min_side = self.meta.get("min_side", 0)
+        if min(image.shape[:2]) < min_side:
+            raise ValueError(
+                f"the image {image.shape[:2]} is smaller than this {self.meta['format']} program takes: "
+                f"{min_side} pixels a side at least"
+            )
         return np.ascontiguousarray(image)
 
     def __call__(self, image: np.ndarray) -> Dict:

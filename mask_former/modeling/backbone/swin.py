@@ -34,26 +34,31 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     x = x.view(
         batch, height // window_size, window_size, width // window_size, window_size, channels
     )
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, channels)
+    # An explicit copy then a view: what reshape does here anyway, without its is-it-a-view guards on
+    # symbolic sizes under torch.export.
+    windows = x.permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format)
+    return windows.view(-1, window_size * window_size, channels)
 
 
-def window_merge(windows: torch.Tensor, window_size: int, height: int, width: int) -> torch.Tensor:
+def window_merge(windows: torch.Tensor, window_size: int, batch: int, height: int, width: int) -> torch.Tensor:
     """
     Inverse of `window_partition`.
 
     Args:
         windows (`torch.Tensor` of shape `[B * num_windows, window_size * window_size, C]`).
         window_size (`int`): side of a window.
-        height, width (`int`): size of the feature map the windows came from.
+        batch, height, width (`int`): batch and size of the feature maps the windows came from
+            (given rather than inferred, which keeps the sizes plain expressions under torch.export).
 
     Returns:
         `torch.Tensor` of shape `[B, height, width, C]`.
     """
     channels = windows.shape[-1]
     x = windows.view(
-        -1, height // window_size, width // window_size, window_size, window_size, channels
+        batch, height // window_size, width // window_size, window_size, window_size, channels
     )
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, channels)
+    merged = x.permute(0, 1, 3, 2, 4, 5).clone(memory_format=torch.contiguous_format)
+    return merged.view(batch, height, width, channels)
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:
@@ -253,10 +258,14 @@ class SwinTransformerBlock(nn.Module):
         if shift:
             windows = torch.roll(windows, shifts=(-shift, -shift), dims=(1, 2))
         windows = self.attn(window_partition(windows, size), mask=attn_mask if shift else None)
-        windows = window_merge(windows, size, padded_height, padded_width)
+        windows = window_merge(windows, size, batch, padded_height, padded_width)
         if shift:
             windows = torch.roll(windows, shifts=(shift, shift), dims=(1, 2))
-        attended = windows[:, :height, :width, :].reshape(batch, height * width, channels)
+        attended = windows[:, :height, :width, :]
+        if torch.compiler.is_exporting():
+            # Whether the crop is a view (no padding) is a guard on the symbolic sizes; a copy is not.
+            attended = attended.clone(memory_format=torch.contiguous_format)
+        attended = attended.reshape(batch, height * width, channels)
         x = x + self.drop_path(attended)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

@@ -45,9 +45,10 @@ def reference_points(spatial_shapes: List[tuple], batch_size: int, device) -> Te
     """Pixel centres of every level, normalized to ``[0, 1]``: ``[B, S, L, 2]`` as ``(x, y)``."""
     points = []
     for h, w in spatial_shapes:
+        # arange + 0.5 is exactly linspace(0.5, n - 0.5, n) (steps of 1.0), and keeps n symbolic under torch.export.
         ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device) / h,
-            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device) / w,
+            (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h,
+            (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w,
             indexing="ij",
         )
         points.append(torch.stack((ref_x.reshape(-1), ref_y.reshape(-1)), -1))

@@ -107,7 +107,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
         heads = self.prediction_heads(mask_features, sizes)
 
-        classes, masks, attn_mask = heads(output, sizes[0], final=self.num_layers == 0)
+        classes, masks, attn_mask = heads(output, 0, final=self.num_layers == 0)
         predictions_class, predictions_mask = [classes], [masks]
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
@@ -119,8 +119,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
-            next_size = sizes[(i + 1) % self.num_feature_levels]
-            classes, masks, attn_mask = heads(output, next_size, final=i == self.num_layers - 1)
+            next_level = (i + 1) % self.num_feature_levels
+            classes, masks, attn_mask = heads(output, next_level, final=i == self.num_layers - 1)
             predictions_class.append(classes)
             predictions_mask.append(masks)
         if not self.training:
@@ -128,7 +128,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         return pack_outputs(predictions_class, predictions_mask)
 
     def prediction_heads(self, mask_features: Tensor, sizes):
-        """``heads(output, attn_mask_size, final) -> (class logits, mask logits, attention mask)``.
+        """``heads(output, level, final) -> (class logits, mask logits, attention mask at sizes[level])``.
 
         In training every layer's predictions are supervised. In eval only the final ones are
         returned, so the other layers only need the attention mask at its (low) resolution:
@@ -136,16 +136,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         and the features are resized once per scale instead of every layer's masks.
         """
         if self.training:
-            return lambda output, size, final: self.forward_prediction_heads(output, mask_features, size)
-        resized = {
-            size: F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in set(sizes)
-        }
+            return lambda output, level, final: self.forward_prediction_heads(output, mask_features, sizes[level])
+        resized = [F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in sizes]
 
-        def heads(output, size, final):
+        def heads(output, level, final):
             if final:
-                return self.forward_prediction_heads(output, mask_features, size)
+                return self.forward_prediction_heads(output, mask_features, sizes[level])
             mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
-            return None, None, self.attention_mask(torch.einsum("bqc,bchw->bqhw", mask_embed, resized[size]))
+            return None, None, self.attention_mask(torch.einsum("bqc,bchw->bqhw", mask_embed, resized[level]))
 
         return heads
 
