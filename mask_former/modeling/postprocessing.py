@@ -167,7 +167,7 @@ def mean_inside_probability(mask_prob: Tensor, query_masks: Tensor) -> Tensor:
     return (mask_prob.flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
 
 
-def mean_inside_probability_by_chunks(mask_prob: Tensor, query_masks: Tensor, queries: Tensor, chunk: int = 8) -> Tensor:
+def mean_inside_probability_by_chunks(mask_prob: Tensor, query_masks: Tensor, queries: Tensor, chunk: int = 4) -> Tensor:
     """:func:`mean_inside_probability` (its plain reference) of the rows ``queries`` only, a few queries at a
     time: no full-resolution copy or float conversion of all the masks, only temporaries of ``chunk`` masks,
     which the allocator reuses instead of mapping fresh pages for each.
