@@ -123,6 +123,34 @@ def panoptic_cases():
     return [(mask_cls, mask_prob), (mask_cls.clone().fill_(0), mask_prob), (mask_cls * 0.2, mask_prob)]
 
 
+def masks_panoptic_tensors(mask_cls, mask_prob, *, num_classes, object_mask_threshold, require_mask_confidence):
+    """The panoptic tensor stage spelled out on [Q, H, W] masks, query by query: upstream's loop."""
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    weighted = torch.stack([scores[q] * mask_prob[q] if keep[q] else torch.full_like(mask_prob[q], -1.0)
+                            for q in range(len(keep))])
+    owner = weighted.argmax(0)
+    owned = torch.stack([owner == q for q in range(len(keep))])
+    confident = mask_prob >= 0.5
+    segment = owned & confident if require_mask_confidence else owned
+    return {
+        "labels": labels, "keep": keep, "owner": owner,
+        "pixel_kept": torch.stack([segment[q] & keep[q] for q in range(len(keep))]).any(0),
+        "owned_areas": owned.flatten(1).sum(1), "original_areas": confident.flatten(1).sum(1),
+        "segment_areas": segment.flatten(1).sum(1),
+    }
+
+
+def test_panoptic_tensors_equal_the_per_query_mask_computation():
+    for mask_cls, mask_prob in panoptic_cases():
+        for confidence in (True, False):
+            options = dict(num_classes=5, object_mask_threshold=0.4, require_mask_confidence=confidence)
+            expected, result = masks_panoptic_tensors(mask_cls, mask_prob, **options), panoptic_tensors(mask_cls, mask_prob, **options)
+            assert set(result) == set(expected)
+            for name, value in expected.items():
+                assert torch.equal(result[name], value), name
+
+
 def test_kept_panoptic_tensors_match_the_reference_where_assembly_reads_them():
     for mask_cls, mask_prob in panoptic_cases():
         for confidence in (True, False):

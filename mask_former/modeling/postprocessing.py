@@ -21,7 +21,8 @@ def semantic_inference(mask_cls: Tensor, mask_prob: Tensor) -> Tensor:
         ``[K, H, W]``.
     """
     probs = F.softmax(mask_cls, dim=-1)[..., :-1]
-    return torch.einsum("qc,qhw->chw", probs, mask_prob)
+    # A plain matrix product: the same sums as einsum("qc,qhw->chw"), and what exporters map to a GEMM.
+    return (probs.t() @ mask_prob.flatten(1)).view(probs.shape[1], *mask_prob.shape[1:])
 
 
 def panoptic_tensors(
@@ -46,21 +47,22 @@ def panoptic_tensors(
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     # Probabilities are >= 0, so -1 never wins against a kept query; ties go to the first query either way.
-    weighted = torch.where(keep.view(-1, 1, 1), scores.view(-1, 1, 1) * mask_prob, torch.full_like(mask_prob, -1.0))
-    owner = weighted.argmax(0)
-    confident = mask_prob >= 0.5
-    owned = owner.unsqueeze(0) == torch.arange(mask_prob.shape[0], device=owner.device).view(-1, 1, 1)
+    owner = torch.where(keep.view(-1, 1, 1), scores.view(-1, 1, 1) * mask_prob, -1.0).argmax(0)
     # v1 gives each pixel to its winner; Mask2Former only where the winner's mask is confident.
-    segment_masks = owned & confident if require_mask_confidence else owned
-    pixel_kept = (segment_masks & keep.view(-1, 1, 1)).any(0)
+    in_segment = torch.ones_like(owner, dtype=torch.bool)
+    if require_mask_confidence:
+        in_segment = mask_prob.gather(0, owner.unsqueeze(0)).squeeze(0) >= 0.5
+    # Areas per owner are counted with a scatter-add over the [H, W] owner map rather than on [Q, H, W] masks.
+    pixels = owner.flatten()
+    zeros = torch.zeros(mask_prob.shape[0], dtype=torch.int64, device=owner.device)
     return {
         "labels": labels,
         "keep": keep,
         "owner": owner,
-        "pixel_kept": pixel_kept,
-        "owned_areas": owned.flatten(1).sum(1),
-        "original_areas": confident.flatten(1).sum(1),
-        "segment_areas": segment_masks.flatten(1).sum(1),
+        "pixel_kept": keep[owner] & in_segment,
+        "owned_areas": zeros.scatter_add(0, pixels, torch.ones_like(pixels)),
+        "original_areas": (mask_prob >= 0.5).flatten(1).sum(1),
+        "segment_areas": zeros.scatter_add(0, pixels, in_segment.flatten().long()),
     }
 
 
