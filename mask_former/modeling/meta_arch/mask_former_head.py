@@ -57,13 +57,59 @@ def select_decoder_input(name: str, features, mask_features, encoder_features, m
     return decoder_input
 
 
+class PixelDecoderHead(nn.Module):
+    """What MaskFormerHead and the per-pixel baseline heads share: the backbone features they read, sorted
+    by stride (``in_features``), the pixel decoder, the loss weight and the ignored target value, and the
+    upgrade of upstream's older state dicts. Subclasses add their ``predictor``."""
+
+    _version = 2
+
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        num_classes: int,
+        pixel_decoder: nn.Module,
+        loss_weight: float = 1.0,
+        ignore_value: int = -1,
+    ):
+        """
+        Args:
+            input_shape: the backbone features the head reads (``SEM_SEG_HEAD.IN_FEATURES``).
+            num_classes: K.
+            pixel_decoder: turns the features into per-pixel embeddings at stride 4.
+            loss_weight: weight of the head's loss (the per-pixel baselines' cross-entropy).
+            ignore_value: target class of the pixels that the loss ignores.
+        """
+        super().__init__()
+        self.in_features = [k for k, _ in sorted(input_shape.items(), key=lambda item: item[1].stride)]
+        self.ignore_value = ignore_value
+        self.common_stride = 4
+        self.loss_weight = loss_weight
+        self.num_classes = num_classes
+        self.pixel_decoder = pixel_decoder
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
+            "ignore_value": head.IGNORE_VALUE,
+            "num_classes": head.NUM_CLASSES,
+            "pixel_decoder": build_pixel_decoder(cfg, input_shape),
+            "loss_weight": head.LOSS_WEIGHT,
+        }
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        upgrade_head_state_dict(state_dict, prefix, local_metadata)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
-class MaskFormerHead(nn.Module):
+class MaskFormerHead(PixelDecoderHead):
     """``forward(features) -> predictions``: the pixel decoder turns backbone features into
     per-pixel embeddings (and multi-scale maps), the transformer decoder turns queries into class
     logits and mask logits (see ``TRANSFORMER_DECODER_REGISTRY``)."""
-
-    _version = 2
 
     @configurable
     def __init__(
@@ -77,32 +123,27 @@ class MaskFormerHead(nn.Module):
         transformer_predictor: nn.Module,
         transformer_in_feature: str,
     ):
-        super().__init__()
-        self.in_features = [k for k, _ in sorted(input_shape.items(), key=lambda item: item[1].stride)]
-        self.ignore_value = ignore_value
-        self.common_stride = 4
-        self.loss_weight = loss_weight
-        self.pixel_decoder = pixel_decoder
+        """
+        Args:
+            transformer_predictor: the transformer decoder (``mask_classification=True``).
+            transformer_in_feature: its input (``MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE``).
+            Others: as in ``PixelDecoderHead``.
+        """
+        super().__init__(
+            input_shape, num_classes=num_classes, pixel_decoder=pixel_decoder, loss_weight=loss_weight,
+            ignore_value=ignore_value,
+        )
         self.predictor = transformer_predictor
         self.transformer_in_feature = transformer_in_feature
-        self.num_classes = num_classes
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        head = cfg.MODEL.SEM_SEG_HEAD
-        return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
-            "ignore_value": head.IGNORE_VALUE,
-            "num_classes": head.NUM_CLASSES,
-            "pixel_decoder": build_pixel_decoder(cfg, input_shape),
-            "loss_weight": head.LOSS_WEIGHT,
-            "transformer_in_feature": cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,
-            "transformer_predictor": build_transformer_decoder(cfg, decoder_in_channels(cfg, input_shape), mask_classification=True),
-        }
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        upgrade_head_state_dict(state_dict, prefix, local_metadata)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        ret = super().from_config(cfg, input_shape)
+        ret["transformer_in_feature"] = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE
+        ret["transformer_predictor"] = build_transformer_decoder(
+            cfg, decoder_in_channels(cfg, input_shape), mask_classification=True
+        )
+        return ret
 
     def forward(self, features, mask=None):
         mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)

@@ -9,8 +9,8 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ..build import build_pixel_decoder, build_transformer_decoder
-from .mask_former_head import decoder_in_channels, select_decoder_input, upgrade_head_state_dict
+from ..build import build_transformer_decoder
+from .mask_former_head import PixelDecoderHead, decoder_in_channels, select_decoder_input
 
 
 def per_pixel_ce_loss(logits: Tensor, targets: Tensor, *, common_stride: int, ignore_value: int) -> Tensor:
@@ -34,13 +34,11 @@ def per_pixel_ce_loss(logits: Tensor, targets: Tensor, *, common_stride: int, ig
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class PerPixelBaselineHead(nn.Module):
+class PerPixelBaselineHead(PixelDecoderHead):
     """``forward(features, targets=None) -> (logits, losses)``, as detectron2's ``SemanticSegmentor``
     calls a head: a pixel decoder, then a 1x1 conv classifying each per-pixel embedding into the K
     classes. Training returns ``(None, {"loss_sem_seg": ...})``; inference returns the logits
     ``[B, K, H, W]`` at the input resolution and ``{}``."""
-
-    _version = 2
 
     @configurable
     def __init__(
@@ -52,38 +50,13 @@ class PerPixelBaselineHead(nn.Module):
         loss_weight: float = 1.0,
         ignore_value: int = -1,
     ):
-        """
-        Args:
-            input_shape: the backbone features the head reads (``SEM_SEG_HEAD.IN_FEATURES``).
-            num_classes: K.
-            pixel_decoder: turns the features into per-pixel embeddings at stride 4.
-            loss_weight: weight of the per-pixel cross-entropy.
-            ignore_value: target class of the pixels that the loss ignores.
-        """
-        super().__init__()
-        self.in_features = [k for k, _ in sorted(input_shape.items(), key=lambda item: item[1].stride)]
-        self.ignore_value = ignore_value
-        self.common_stride = 4
-        self.loss_weight = loss_weight
-        self.num_classes = num_classes
-        self.pixel_decoder = pixel_decoder
+        """Args: as in ``PixelDecoderHead``."""
+        super().__init__(
+            input_shape, num_classes=num_classes, pixel_decoder=pixel_decoder, loss_weight=loss_weight,
+            ignore_value=ignore_value,
+        )
         self.predictor = Conv2d(pixel_decoder.mask_dim, num_classes, kernel_size=1)
         weight_init.c2_msra_fill(self.predictor)
-
-    @classmethod
-    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        head = cfg.MODEL.SEM_SEG_HEAD
-        return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
-            "ignore_value": head.IGNORE_VALUE,
-            "num_classes": head.NUM_CLASSES,
-            "pixel_decoder": build_pixel_decoder(cfg, input_shape),
-            "loss_weight": head.LOSS_WEIGHT,
-        }
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        upgrade_head_state_dict(state_dict, prefix, local_metadata)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def forward(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None):
         logits, aux_logits = self.layers(features)
