@@ -194,18 +194,20 @@ def test_unsupported_format_and_config_are_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def golden_exports(tmp_path_factory):
-    """``get(folder) -> (eager model, exported predictor)``, each fixture exported once per module."""
+    """``get(folder, format) -> (eager model, exported predictor)``, each fixture exported once per module and
+    format."""
     exports = {}
 
-    def get(folder):
-        if folder.name not in exports:
+    def get(folder, export_format="onnx"):
+        key = folder.name, export_format
+        if key not in exports:
             cfg = golden_cfg(folder)
             model = build_model(cfg).eval()
             DetectionCheckpointer(model).load(str(folder / "weights.pth"))
             directory = tmp_path_factory.mktemp(folder.name)
-            export_model(model, cfg, "onnx", directory)
-            exports[folder.name] = model, load_exported(directory)
-        return exports[folder.name]
+            export_model(model, cfg, export_format, directory)
+            exports[key] = model, load_exported(directory)
+        return exports[key]
 
     return get
 
@@ -243,6 +245,18 @@ def test_golden_fixture_exported_matches_eager_at_another_size(name, golden_dir,
     model, predictor = golden_exports(folder)
     image = np.array(Image.open(folder / "input.png").convert(predictor.meta["input_format"]).resize((419, 257)))
     assert_same_as_eager(eager(model, image), predictor(image))
+
+
+@pytest.mark.parametrize("name", ["m2f_coco_panoptic", "maskformer_v1_coco_panoptic"])
+def test_golden_fixture_torch_exported_gives_upstream_outputs_at_any_size(name, golden_dir, golden_exports):
+    """A dynamic torch.export program of a Mask2Former and a MaskFormer v1 fixture: upstream's outputs on
+    the fixture's image, the eager model's on another size, through torch.export.load."""
+    folder = golden_dir(name)
+    model, predictor = golden_exports(folder, "torch-export")
+    image = Image.open(folder / "input.png").convert(predictor.meta["input_format"])
+    assert_matches_upstream(name, predictor(np.array(image)), torch.load(folder / "outputs.pt", weights_only=False))
+    resized = np.array(image.resize((419, 257)))
+    assert_same_as_eager(eager(model, resized), predictor(resized))
 
 
 def test_setup_installs_the_export_dependencies_with_numpy_held():

@@ -204,3 +204,11 @@ def test_golden_checkpoint_loads_strictly():
     with torch.no_grad():
         outputs = backbone(torch.randn(1, 3, 64, 96))
     assert all(torch.isfinite(o).all() for o in outputs.values())
+
+
+def test_padding_to_multiple_is_the_modulo_padding():
+    from mask_former.modeling.layers import padding_to_multiple
+
+    for multiple in (1, 2, 4, 7, 32):
+        for size in range(0, 200):
+            assert padding_to_multiple(size, multiple) == -size % multiple

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..modeling.layers import padding_to_multiple
 from ..modeling.postprocessing import instance_tensors, panoptic_tensors, semantic_inference
 from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
 
@@ -59,7 +60,7 @@ class ExportableMaskFormer(nn.Module):
         height, width = image.shape[0], image.shape[1]
         x = (image.permute(2, 0, 1).float() - model.pixel_mean) / model.pixel_std
         d = max(model.size_divisibility, 1)
-        x = F.pad(x, (0, (width + d - 1) // d * d - width, 0, (height + d - 1) // d * d - height)).unsqueeze(0)
+        x = F.pad(x, (0, padding_to_multiple(width, d), 0, padding_to_multiple(height, d))).unsqueeze(0)
         outputs = model.sem_seg_head(model.backbone(x))
         mask_pred = F.interpolate(outputs["pred_masks"], size=x.shape[-2:], mode="bilinear", align_corners=False)
         mask_pred = mask_pred[0, :, :height, :width]

@@ -111,6 +111,13 @@ def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module):
     return run
 
 
+def padding_to_multiple(size: int, multiple: int) -> int:
+    """How much to pad ``size`` to the next multiple of ``multiple`` (``-size % multiple``), written as a
+    ceiling so that, under torch.export, every later size stays a plain multiple of ``ceil(size / multiple)``
+    and equal sizes reached by different paths are provably equal."""
+    return (size + multiple - 1) // multiple * multiple - size
+
+
 def xavier_init_matrices(module: nn.Module):
     """Xavier-uniform initialization of every parameter with more than one dimension."""
     for p in module.parameters():

@@ -13,6 +13,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
+from ..layers import padding_to_multiple
+
 # Added to the attention logits between tokens of one shifted window that came from different
 # regions of the feature map; upstream uses this finite value rather than -inf.
 SHIFTED_WINDOW_MASK_VALUE = -100.0
@@ -252,7 +254,7 @@ class SwinTransformerBlock(nn.Module):
         batch, _, channels = x.shape
         windows = self.norm1(x).view(batch, height, width, channels)
         size = self.window_size
-        windows = F.pad(windows, (0, 0, 0, -width % size, 0, -height % size))
+        windows = F.pad(windows, (0, 0, 0, padding_to_multiple(width, size), 0, padding_to_multiple(height, size)))
         padded_height, padded_width = windows.shape[1:3]
         shift = self.shift_size
         if shift:
@@ -288,7 +290,7 @@ class PatchMerging(nn.Module):
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """`x`: `[B, height * width, dim]` -> `[B, ceil(height/2) * ceil(width/2), 2 * dim]`."""
         batch, _, channels = x.shape
-        x = F.pad(x.view(batch, height, width, channels), (0, 0, 0, width % 2, 0, height % 2))
+        x = F.pad(x.view(batch, height, width, channels), (0, 0, 0, padding_to_multiple(width, 2), 0, padding_to_multiple(height, 2)))
         x = torch.cat(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1
         )
@@ -395,7 +397,8 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`x`: `[B, in_chans, H, W]` -> `[B, embed_dim, ceil(H/patch), ceil(W/patch)]`."""
         height, width = x.shape[-2:]
-        x = self.proj(F.pad(x, (0, -width % self.patch_size, 0, -height % self.patch_size)))
+        size = self.patch_size
+        x = self.proj(F.pad(x, (0, padding_to_multiple(width, size), 0, padding_to_multiple(height, size))))
         if self.norm is not None:
             x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return x
