@@ -25,7 +25,12 @@ from detectron2.utils.logger import setup_logger
 
 import mask_former  # noqa: F401  (registers the model, datasets and mappers)
 from mask_former.checkpoint import CheckpointError, InferenceCheckpointer, add_random_weights_flag, random_weights_opts
-from mask_former.data.datasets.custom import DatasetDescriptionError, check_config, register_dataset_descriptions
+from mask_former.data.datasets.custom import (
+    DatasetDescriptionError,
+    add_dataset_flag,
+    check_config,
+    register_dataset_descriptions,
+)
 from mask_former.engine import ConfigError, Trainer, build_config, launch
 
 
@@ -76,13 +81,7 @@ def argument_parser():
     """detectron2's ``default_argument_parser`` with ``--allow-random-weights`` and ``--dataset``."""
     parser = default_argument_parser()
     add_random_weights_flag(parser)
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="dataset description file whose splits are registered as <name>_<split> (may be repeated)",
-    )
+    add_dataset_flag(parser)
     return parser
 
 

@@ -35,6 +35,7 @@ import mask_former  # noqa: E402,F401  (registers the model and datasets)
 from mask_former.checkpoint import CheckpointError, add_random_weights_flag, random_weights_opts  # noqa: E402
 from mask_former.data.datasets.custom import (  # noqa: E402
     DatasetDescriptionError,
+    add_dataset_flag,
     check_config,
     register_dataset_descriptions,
 )
@@ -64,13 +65,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="where to write the drawings: a folder, or for one image / a video a file "
         f"({', '.join(IMAGE_EXTENSIONS)} / {', '.join(VIDEO_CODECS)}); without it they are shown in a window",
     )
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="dataset description file whose splits are registered as <name>_<split> (may be repeated)",
-    )
+    add_dataset_flag(parser)
     parser.add_argument("--task", default="auto", choices=["auto", *TASKS], help="which predictions to draw")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of drawn instances")
     parser.add_argument(

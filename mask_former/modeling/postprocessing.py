@@ -25,6 +25,18 @@ def semantic_inference(mask_cls: Tensor, mask_prob: Tensor) -> Tensor:
     return (probs.t() @ mask_prob.flatten(1)).view(probs.shape[1], *mask_prob.shape[1:])
 
 
+def kept_queries(mask_cls: Tensor, *, num_classes: int, object_mask_threshold: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Each query's best class probability and class ``[Q]``, and whether the panoptic result keeps it
+    ``[Q]`` (its best class is not "no object" and scores above ``object_mask_threshold``)."""
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    return scores, labels, labels.ne(num_classes) & (scores > object_mask_threshold)
+
+
+def class_pair_scores(mask_cls: Tensor) -> Tensor:
+    """``[Q * K]`` class probability of every (query, class) pair, "no object" left out, query-major."""
+    return F.softmax(mask_cls, dim=-1)[:, :-1].flatten()
+
+
 def panoptic_tensors(
     mask_cls: Tensor,
     mask_prob: Tensor,
@@ -44,8 +56,7 @@ def panoptic_tensors(
         int64 ``[Q]`` areas ``owned_areas``, ``original_areas`` and ``segment_areas``, the inputs of
         :func:`mask_former.export.assembly.assemble_panoptic`.
     """
-    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    scores, labels, keep = kept_queries(mask_cls, num_classes=num_classes, object_mask_threshold=object_mask_threshold)
     # Probabilities are >= 0, so -1 never wins against a kept query; ties go to the first query either way.
     owner = torch.where(keep.view(-1, 1, 1), scores.view(-1, 1, 1) * mask_prob, -1.0).argmax(0)
     # v1 gives each pixel to its winner; Mask2Former only where the winner's mask is confident.
@@ -86,8 +97,7 @@ def kept_panoptic_tensors(
     ``keep``, ``pixel_kept``, ``owner`` where ``pixel_kept``, and the areas of the kept queries (those of
     the others are 0 here). Areas are counted per owner (``bincount``) rather than on ``[Q, H, W]`` masks.
     """
-    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    scores, labels, keep = kept_queries(mask_cls, num_classes=num_classes, object_mask_threshold=object_mask_threshold)
     kept = keep.nonzero().squeeze(1)
     num_queries, size = mask_prob.shape[0], mask_prob.shape[-2:]
     areas = {name: torch.zeros(num_queries, dtype=torch.int64, device=mask_prob.device)
@@ -157,7 +167,7 @@ def instance_tensors(mask_cls: Tensor, mask_pred: Tensor, mask_prob: Tensor) -> 
     # A query can appear in several pairs: its mask and mask score are computed once.
     query_masks = mask_pred > 0
     return {
-        "pair_scores": F.softmax(mask_cls, dim=-1)[:, :-1].flatten(),
+        "pair_scores": class_pair_scores(mask_cls),
         "mask_scores": mean_inside_probability(mask_prob, query_masks),
         "query_masks": query_masks,
     }
@@ -209,7 +219,7 @@ def instance_inference(
     """
     # instance_tensors (the plain reference, exported) scores every query's mask; only those of the
     # top pairs' queries are needed.
-    pair_scores = F.softmax(mask_cls, dim=-1)[:, :-1].flatten()
+    pair_scores = class_pair_scores(mask_cls)
     top = pair_scores.topk(min(topk, pair_scores.numel()), sorted=False).indices
     queries = (top // num_classes).unique()
     mask_scores = mask_prob.new_zeros(mask_cls.shape[0])

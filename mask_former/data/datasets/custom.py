@@ -20,6 +20,7 @@ increasing category id order. Registration reads only the description and the js
 the images and labels are read when a split is loaded (``tools/check_dataset.py`` checks them all).
 """
 
+import argparse
 import json
 import os
 import re
@@ -366,6 +367,17 @@ def register_dataset_description(path: str) -> DatasetDescription:
         FORMATS[description.format].register(description, name, paths)
         MetadataCatalog.get(name).set(**{DESCRIPTION_KEY: os.path.abspath(path), "description_format": description.format})
     return description
+
+
+def add_dataset_flag(parser: argparse.ArgumentParser) -> None:
+    """The ``--dataset FILE`` option of the command-line tools, for :func:`register_dataset_descriptions`."""
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="dataset description file whose splits are registered as <name>_<split> (may be repeated)",
+    )
 
 
 def register_dataset_descriptions(paths: Sequence[str]) -> List[DatasetDescription]:
