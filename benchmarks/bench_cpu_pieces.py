@@ -1,0 +1,131 @@
+"""Micro-benchmarks of the CPU pieces the speed work changed, each beside what it replaced, on the
+shapes of the Mask2Former R50 COCO-panoptic model (512x512 inference, 384x384 training):
+
+    .venv/bin/python benchmarks/bench_cpu_pieces.py [--runs 9]
+
+- page faults: filling a fresh 100 MB buffer against refilling one already mapped (ms per MB);
+- the pixel decoder's bilinear upsampling of an encoder level (batch 1), from the old
+  transpose-then-reshape view and from the reshape-then-permute view;
+- the fused CPU deformable-attention op, forward and forward + backward, on the encoder's shapes;
+- the matcher (2 images, 100 queries, 6 targets, 12544 points) with the queries sampled by grid_sample
+  (MASK_FORMER_DEFORM_ATTN=pytorch) and by the fused op (cpu);
+- instance mask scores of 100 masks at 512x512, all at once and a few masks at a time.
+
+Prints the median milliseconds of each as a markdown table with the machine.
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mask_former.modeling.matcher import HungarianMatcher  # noqa: E402
+from mask_former.modeling.postprocessing import mean_inside_probability, mean_inside_probability_by_chunks  # noqa: E402
+from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu  # noqa: E402
+
+MB = 2**20
+
+
+def median_ms(run, runs: int) -> float:
+    run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def page_faults(runs):
+    numel = 100 * MB // 4
+    buffer = torch.empty(numel)
+    fresh = median_ms(lambda: torch.empty(numel).fill_(0), runs)
+    mapped = median_ms(lambda: buffer.fill_(0), runs)
+    return [("fill a fresh 100 MB buffer", fresh), ("refill a mapped 100 MB buffer", mapped),
+            ("page-fault cost, ms per MB", (fresh - mapped) / 100)]
+
+
+def level_upsampling(runs):
+    level = torch.randn(1, 5376, 256)[:, :4096]
+    old = level.transpose(1, 2).reshape(1, -1, 64, 64)
+    new = level.reshape(1, 64, 64, -1).permute(0, 3, 1, 2)
+
+    def upsample(x):
+        return lambda: F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)
+
+    return [("upsample a level, transpose-reshape view", median_ms(upsample(old), runs)),
+            ("upsample a level, reshape-permute view", median_ms(upsample(new), runs))]
+
+
+def deformable_attention(runs):
+    generator = torch.Generator().manual_seed(0)
+    shapes, starts = torch.tensor([[64, 64], [32, 32], [16, 16]]), torch.tensor([0, 4096, 5120])
+    value = torch.randn(1, 5376, 8, 32, generator=generator, requires_grad=True)
+    locations = torch.rand(1, 5376, 8, 3, 4, 2, generator=generator, requires_grad=True)
+    weights = torch.rand(1, 5376, 8, 3, 4, generator=generator).softmax(-1).requires_grad_()
+    inputs = (value, shapes, starts, locations, weights)
+    grad = torch.randn(1, 5376, 256, generator=generator)
+
+    def forward():
+        with torch.no_grad():
+            ms_deform_attn_cpu(*inputs)
+
+    def forward_backward():
+        torch.autograd.grad(ms_deform_attn_cpu(*inputs), (value, locations, weights), grad)
+
+    return [("fused op forward, encoder shapes", median_ms(forward, runs)),
+            ("fused op forward + backward", median_ms(forward_backward, runs))]
+
+
+def matcher(runs):
+    generator = torch.Generator().manual_seed(0)
+    match = HungarianMatcher(2, 5, 5, num_points=12544)
+    outputs = {"pred_logits": torch.randn(2, 100, 134, generator=generator),
+               "pred_masks": torch.randn(2, 100, 96, 96, generator=generator)}
+    targets = [{"labels": torch.randint(0, 133, (6,), generator=generator),
+                "masks": (torch.rand(6, 384, 384, generator=generator) > 0.5).float()} for _ in range(2)]
+    rows = []
+    for implementation in ("pytorch", "cpu"):
+        os.environ[IMPLEMENTATION_ENV] = implementation
+        rows.append((f"matcher call, queries sampled with {IMPLEMENTATION_ENV}={implementation}",
+                     median_ms(lambda: match(outputs, targets), runs)))
+    del os.environ[IMPLEMENTATION_ENV]
+    return rows
+
+
+def instance_scores(runs):
+    logits = torch.randn(100, 512, 512, generator=torch.Generator().manual_seed(0))
+    prob, masks = logits.sigmoid(), logits > 0
+    queries = torch.arange(100)
+    rows = [("instance scores, all 100 masks at once", median_ms(lambda: mean_inside_probability(prob, masks), runs))]
+    for chunk in (4, 8, 16):
+        rows.append((f"instance scores, {chunk} masks at a time",
+                     median_ms(lambda: mean_inside_probability_by_chunks(prob, masks, queries, chunk=chunk), runs)))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=9)
+    args = parser.parse_args(argv)
+    if kernel_unavailable_reason("cpu", torch.empty(0)):
+        sys.exit(f"the fused CPU op is needed: {kernel_unavailable_reason('cpu', torch.empty(0))}")
+    rows = []
+    for piece in (page_faults, level_upsampling, deformable_attention, matcher, instance_scores):
+        print(f"[bench_cpu_pieces] {piece.__name__}", file=sys.stderr, flush=True)
+        rows += piece(args.runs)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    print(f"machine: {machine}")
+    print("| piece | median ms |\n|---|---|")
+    for name, ms in rows:
+        print(f"| {name} | {ms:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
