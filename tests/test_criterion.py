@@ -295,3 +295,27 @@ def test_full_mask_perfect_predictions_give_near_zero_losses():
     losses = _full_mask_criterion()(outputs, [{"labels": labels, "masks": masks}])
     assert set(losses) == {"loss_ce", "loss_mask", "loss_dice"}
     assert all(v.item() < 1e-6 for v in losses.values())
+
+
+@pytest.mark.parametrize("importance_sample_ratio", [0.75, 0.0, 1.0, 0.01])
+@pytest.mark.parametrize("tied", [False, True])
+def test_uncertain_point_coords_keeps_the_reference_points(importance_sample_ratio, tied):
+    from detectron2.projects.point_rend.point_features import get_uncertain_point_coords_with_randomness
+
+    from mask_former.modeling.criterion import calculate_uncertainty, uncertain_point_coords
+
+    logits = torch.randn(5, 1, 24, 31)
+    if tied:  # few distinct values: many equal uncertainties at the top-k boundary
+        logits = logits.round()
+    args = (500, 3.0, importance_sample_ratio)
+    torch.manual_seed(3)
+    ours = uncertain_point_coords(logits, *args)
+    after_ours = torch.rand(1)
+    torch.manual_seed(3)
+    reference = get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, *args)
+    assert torch.equal(torch.rand(1), after_ours)  # the same random draws
+    assert ours.shape == reference.shape == (5, 500, 2)
+    kept = int(importance_sample_ratio * 500)
+    assert torch.equal(ours[:, kept:], reference[:, kept:])
+    for mask_ours, mask_reference in zip(ours[:, :kept], reference[:, :kept]):
+        assert sorted(map(tuple, mask_ours.tolist())) == sorted(map(tuple, mask_reference.tolist()))

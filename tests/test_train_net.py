@@ -293,7 +293,7 @@ def test_batch_stream_is_addressable_by_iteration_and_split_among_processes():
         sampler(world_size=3)
 
 
-def fixed_grid_points(coarse_logits, uncertainty_func, num_points, oversample_ratio, importance_sample_ratio):
+def fixed_grid_points(coarse_logits, num_points, oversample_ratio, importance_sample_ratio):
     """Deterministic stand-in for PointRend's random point sampling: the same grid for every mask,
     so that the losses do not depend on how images are split among processes."""
     side = int(num_points**0.5)
@@ -338,7 +338,7 @@ def one_sgd_step(root, output_dir, result_file):
     cfg.SOLVER.BASE_LR = 0.1
     cfg.MODEL.SWIN.DROP_PATH_RATE = 0.0
     seed_all_rng(cfg.SEED)
-    with mock.patch.object(criterion_module, "get_uncertain_point_coords_with_randomness", fixed_grid_points):
+    with mock.patch.object(criterion_module, "uncertain_point_coords", fixed_grid_points):
         trainer = DeterministicLossTrainer(cfg)
         trainer.resume_or_load(resume=False)
         trainer.train()

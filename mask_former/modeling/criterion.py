@@ -6,10 +6,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.projects.point_rend.point_features import (
-    get_uncertain_point_coords_with_randomness,
-    point_sample,
-)
+from detectron2.projects.point_rend.point_features import point_sample
 from detectron2.utils.comm import get_world_size
 
 __all__ = [
@@ -21,6 +18,7 @@ __all__ = [
     "pad_to_common_size",
     "sigmoid_ce_loss",
     "sigmoid_focal_loss",
+    "uncertain_point_coords",
 ]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -96,6 +94,41 @@ def calculate_uncertainty(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] != 1:
         raise ValueError(f"calculate_uncertainty expects (R, 1, ...) logits, got {logits.shape}")
     return -logits.abs()
+
+
+def uncertain_point_coords(
+    mask_logits: torch.Tensor,
+    num_points: int,
+    oversample_ratio: float,
+    importance_sample_ratio: float,
+) -> torch.Tensor:
+    """
+    PointRend's importance sampling of training points, as detectron2's
+    `get_uncertain_point_coords_with_randomness` (its reference) with `calculate_uncertainty`: the same
+    random draws, in the same order, and the same points. Of `num_points * oversample_ratio` uniform
+    points per mask, the `importance_sample_ratio * num_points` most uncertain are kept; uniform points
+    complete them.
+
+    The kept points are those of the reference's top-k, not in its order: the losses are sums over the
+    points. An unsorted top-k does half the work; both run the same selection, so ties keep the same points.
+
+    Args:
+        mask_logits (`torch.Tensor` of shape `(R, 1, H, W)`): mask logits.
+
+    Returns:
+        `torch.Tensor` of shape `(R, num_points, 2)`: points in `[0, 1] x [0, 1]`, `(x, y)`.
+    """
+    num_masks = mask_logits.shape[0]
+    num_sampled = int(num_points * oversample_ratio)
+    coords = torch.rand(num_masks, num_sampled, 2, device=mask_logits.device)
+    uncertainty = calculate_uncertainty(point_sample(mask_logits, coords, align_corners=False))[:, 0]
+    num_uncertain = int(importance_sample_ratio * num_points)
+    kept = torch.topk(uncertainty, k=num_uncertain, dim=1, sorted=False).indices
+    coords = torch.gather(coords, 1, kept[..., None].expand(-1, -1, 2))
+    num_random = num_points - num_uncertain
+    if num_random > 0:
+        coords = torch.cat([coords, torch.rand(num_masks, num_random, 2, device=mask_logits.device)], dim=1)
+    return coords
 
 
 def pad_to_common_size(masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
@@ -237,12 +270,8 @@ class SetCriterion(nn.Module):
         target_masks = torch.cat([masks[tgt] for masks, (_, tgt) in zip(target_masks, indices)])
         target_masks = target_masks[:, None]
         with torch.no_grad():
-            coords = get_uncertain_point_coords_with_randomness(
-                pred_masks,
-                calculate_uncertainty,
-                self.num_points,
-                self.oversample_ratio,
-                self.importance_sample_ratio,
+            coords = uncertain_point_coords(
+                pred_masks, self.num_points, self.oversample_ratio, self.importance_sample_ratio
             )
             point_labels = point_sample(target_masks, coords, align_corners=False).squeeze(1)
         point_logits = point_sample(pred_masks, coords, align_corners=False).squeeze(1)

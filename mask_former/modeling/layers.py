@@ -111,6 +111,64 @@ def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module):
     return run
 
 
+def mask_logits(embed: Tensor, features: Tensor) -> Tensor:
+    """The queries' mask logits, ``einsum("bnc,bchw->bnhw", embed, features)``.
+
+    Args:
+        embed: ``[B, N, C]`` mask embeddings of N queries.
+        features: ``[B, C, H, W]`` per-pixel embeddings (any memory format).
+
+    Returns:
+        ``[B, N, H, W]``. Under autograd its backward multiplies only the queries whose mask gradient is not
+        zero: the mask losses supervise the matched queries alone, a few of the N, and the plain einsum backward
+        (:func:`mask_logits_reference`) spends most of its two products on zero rows. Same forward, and the same
+        gradients up to the order of the sums.
+    """
+    if torch.is_grad_enabled() and (embed.requires_grad or features.requires_grad):
+        return _SupervisedRowsMaskLogits.apply(embed, features)
+    return mask_logits_reference(embed, features)
+
+
+def mask_logits_reference(embed: Tensor, features: Tensor) -> Tensor:
+    """:func:`mask_logits` as one einsum, forward and backward."""
+    return torch.einsum("bnc,bchw->bnhw", embed, features)
+
+
+class _SupervisedRowsMaskLogits(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, embed: Tensor, features: Tensor) -> Tensor:
+        ctx.save_for_backward(embed, features)
+        return mask_logits_reference(embed, features)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        embed, features = ctx.saved_tensors
+        want_embed, want_features = ctx.needs_input_grad
+        grad_embed = torch.zeros_like(embed) if want_embed else None
+        grad_features = torch.empty_like(features) if want_features else None
+        grad = grad.flatten(2)
+        # A row is skipped only where every entry is exactly 0 (NaN and inf rows are kept: amax propagates NaN).
+        supervised = grad.abs().amax(-1) != 0
+        for b in range(grad.shape[0]):
+            rows = supervised[b].nonzero().squeeze(1)
+            grad_rows = grad[b].index_select(0, rows)
+            pixels = features[b].flatten(1)  # [C, HW]
+            if want_embed and len(rows):
+                grad_embed[b].index_copy_(0, rows, grad_rows @ pixels.t())
+            if want_features:
+                _product_into(grad_features[b].flatten(1), embed[b].index_select(0, rows).t(), grad_rows)
+        return grad_embed, grad_features
+
+
+def _product_into(out: Tensor, a: Tensor, b: Tensor) -> None:
+    """``out = a @ b`` written in place into ``out``, a contiguous matrix or a transposed one (a channels-last
+    feature map's ``[C, HW]`` view), without a temporary; ``a @ b`` with an empty inner dimension is zero."""
+    if out.is_contiguous():
+        torch.mm(a, b, out=out)
+    else:
+        torch.mm(b.t(), a.t(), out=out.t())
+
+
 def padding_to_multiple(size: int, multiple: int) -> int:
     """How much to pad ``size`` to the next multiple of ``multiple`` (``-size % multiple``), written as a
     ceiling so that, under torch.export, every later size stays a plain multiple of ``ceil(size / multiple)``

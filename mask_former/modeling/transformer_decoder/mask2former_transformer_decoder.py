@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 
 from ..build import TRANSFORMER_DECODER_REGISTRY
-from ..layers import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer
+from ..layers import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer, mask_logits
 from .common import decoder_config, input_projection, pack_outputs
 
 
@@ -143,7 +143,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             if final:
                 return self.forward_prediction_heads(output, mask_features, sizes[level])
             mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
-            return None, None, self.attention_mask(torch.einsum("bqc,bchw->bqhw", mask_embed, resized[level]))
+            return None, None, self.attention_mask(mask_logits(mask_embed, resized[level]))
 
         return heads
 
@@ -157,6 +157,6 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         the next layer's scale."""
         decoded = self.decoder_norm(output).transpose(0, 1)
         classes = self.class_embed(decoded)
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
+        masks = mask_logits(self.mask_embed(decoded), mask_features)
         resized = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
         return classes, masks, self.attention_mask(resized)

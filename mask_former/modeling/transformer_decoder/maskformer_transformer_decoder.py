@@ -6,7 +6,7 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 
 from ..build import TRANSFORMER_DECODER_REGISTRY
-from ..layers import MLP, PositionEmbeddingSine
+from ..layers import MLP, PositionEmbeddingSine, mask_logits
 from ..transformer import Transformer
 from .common import decoder_config, input_projection, pack_outputs
 
@@ -79,6 +79,9 @@ class StandardTransformerDecoder(nn.Module):
         hs, _ = self.transformer(self.input_proj(x), mask, self.query_embed.weight, self.pe_layer(x, mask))
         if not self.aux_loss:
             hs = hs[-1:]
-        masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(hs), mask_features)
+        embed = self.mask_embed(hs)  # [L, B, Q, C]
+        layers, _, queries, _ = embed.shape
+        # einsum("lbqc,bchw->lbqhw") as one product per image over every layer's queries, as einsum lays it out.
+        masks = mask_logits(embed.transpose(0, 1).flatten(1, 2), mask_features).unflatten(1, (layers, queries)).transpose(0, 1)
         classes = self.class_embed(hs) if self.mask_classification else None
         return pack_outputs(None if classes is None else list(classes), list(masks))
