@@ -82,6 +82,10 @@ def add_maskformer2_config(cfg):
     # Run the backbone in channels_last memory layout: the same results up to float rounding, and
     # faster convolutions (oneDNN on the CPU). False keeps torch's default contiguous layout.
     mf.CHANNELS_LAST = True
+    # Fold each frozen batch norm of the backbone (FrozenBN, as the ResNet configs use) into the weights of
+    # the convolution before it: the same results up to float rounding, one to three fewer passes over
+    # every convolution's output. False runs them as detectron2 does, conv then norm.
+    mf.FOLD_FROZEN_BN = True
     # Point-sampled mask losses: number of points, oversampling and importance-sampling ratios.
     mf.TRAIN_NUM_POINTS = 112 * 112
     mf.OVERSAMPLE_RATIO = 3.0

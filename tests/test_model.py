@@ -147,23 +147,41 @@ def test_old_checkpoint_names_are_converted():
     assert torch.equal(model.sem_seg_head.predictor.query_feat.weight, query_feat)
 
 
-def resnet_cfg(channels_last):
+def resnet_cfg(channels_last, fold_frozen_bn):
     cfg = tiny_cfg()
     cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
     cfg.MODEL.RESNETS.DEPTH = 18
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.MODEL.MASK_FORMER.CHANNELS_LAST = channels_last
+    cfg.MODEL.MASK_FORMER.FOLD_FROZEN_BN = fold_frozen_bn
     return cfg
 
 
-def test_channels_last_backbone_matches_the_contiguous_one():
+def _randomize_frozen_bn(model):
+    """Away from the identity map that a fresh FrozenBatchNorm2d is, so that folding it is tested."""
+    g = torch.Generator().manual_seed(5)
+    for name, buffer in model.backbone.named_buffers():
+        if name.endswith(("norm.weight", "norm.bias", "norm.running_mean")):
+            buffer.copy_(torch.randn(buffer.shape, generator=g) * 0.2 + name.endswith("norm.weight"))
+        elif name.endswith("norm.running_var"):
+            buffer.copy_(torch.rand(buffer.shape, generator=g) + 0.5)
+
+
+@pytest.mark.parametrize("channels_last,fold_frozen_bn", [(True, False), (False, True), (True, True)])
+def test_fast_backbone_options_match_the_plain_backbone(channels_last, fold_frozen_bn):
+    from mask_former.modeling.backbone.frozen_bn_conv import FrozenBNConv2d
+
     models = []
-    for channels_last in (False, True):
+    for options in ((False, False), (channels_last, fold_frozen_bn)):
         torch.manual_seed(0)
-        models.append(build_model(resnet_cfg(channels_last)))
+        models.append(build_model(resnet_cfg(*options)))
+        _randomize_frozen_bn(models[-1])
     reference, fast = models
-    assert fast.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert (type(fast.backbone.stem.conv1) is FrozenBNConv2d) == fold_frozen_bn
+    assert list(fast.state_dict()) == list(reference.state_dict())
+    assert [name for name, _ in fast.named_parameters()] == [name for name, _ in reference.named_parameters()]
     batch = [training_input(64, 96), training_input(64, 96, seed=1)]
     for model in models:
         model.train()
@@ -173,9 +191,30 @@ def test_channels_last_backbone_matches_the_contiguous_one():
     losses = fast(batch)
     for name, value in expected.items():
         torch.testing.assert_close(losses[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    sum(expected.values()).backward()
+    sum(losses.values()).backward()
+    for name in ("backbone.stem.conv1.weight", "backbone.res4.0.conv2.weight", "backbone.res5.1.conv1.weight"):
+        grads = [dict(model.named_parameters())[name].grad for model in models]
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5, msg=name)
     for model in models:
         model.eval()
     image = [{"image": training_input(64, 96)["image"]}]
     with torch.no_grad():
         (expected,), (result,) = reference(image), fast(image)
     torch.testing.assert_close(result["sem_seg"], expected["sem_seg"], rtol=1e-4, atol=1e-5)
+
+
+def test_folded_conv_runs_as_a_plain_conv_once_its_norm_is_replaced():
+    from detectron2.layers import Conv2d, FrozenBatchNorm2d
+
+    from mask_former.modeling.backbone.frozen_bn_conv import fold_frozen_batch_norm
+
+    torch.manual_seed(0)
+    conv = Conv2d(3, 4, 3, padding=1, bias=False, norm=FrozenBatchNorm2d(4), activation=torch.relu)
+    conv.norm.running_mean.normal_()
+    x = torch.randn(2, 3, 8, 8)
+    expected = conv(x)
+    fold_frozen_batch_norm(conv)
+    torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-6)
+    conv.norm = torch.nn.BatchNorm2d(4).eval()
+    torch.testing.assert_close(conv(x), torch.relu(conv.norm(torch.nn.functional.conv2d(x, conv.weight, None, 1, 1))))

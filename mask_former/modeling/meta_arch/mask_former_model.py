@@ -12,6 +12,7 @@ from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList
 
+from ..backbone.frozen_bn_conv import fold_frozen_batch_norm
 from ..build import model_recipe
 from ..criterion import FullMaskSetCriterion, SetCriterion
 from ..matcher import FullMaskHungarianMatcher, HungarianMatcher
@@ -100,10 +101,13 @@ class MaskFormer(nn.Module):
         recipe: str = "mask2former",
         allow_checkpoint_shape_mismatch: bool = False,
         channels_last: bool = False,
+        fold_frozen_bn: bool = False,
     ):
         super().__init__()
         self.recipe = recipe
         self.allow_checkpoint_shape_mismatch = allow_checkpoint_shape_mismatch
+        if fold_frozen_bn:
+            fold_frozen_batch_norm(backbone)
         self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.sem_seg_head = sem_seg_head
@@ -151,6 +155,7 @@ class MaskFormer(nn.Module):
             "recipe": model_recipe(cfg),
             "allow_checkpoint_shape_mismatch": cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
             "channels_last": cfg.MODEL.MASK_FORMER.CHANNELS_LAST,
+            "fold_frozen_bn": cfg.MODEL.MASK_FORMER.FOLD_FROZEN_BN,
         }
 
     @property
