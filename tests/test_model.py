@@ -218,3 +218,25 @@ def test_folded_conv_runs_as_a_plain_conv_once_its_norm_is_replaced():
     torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-6)
     conv.norm = torch.nn.BatchNorm2d(4).eval()
     torch.testing.assert_close(conv(x), torch.relu(conv.norm(torch.nn.functional.conv2d(x, conv.weight, None, 1, 1))))
+
+
+def test_folded_conv_follows_weight_and_norm_changes_in_eval():
+    from detectron2.layers import Conv2d, FrozenBatchNorm2d
+
+    from mask_former.modeling.backbone.frozen_bn_conv import fold_frozen_batch_norm
+
+    torch.manual_seed(0)
+    plain = Conv2d(3, 4, 3, padding=1, bias=False, norm=FrozenBatchNorm2d(4)).eval()
+    folded = fold_frozen_batch_norm(Conv2d(3, 4, 3, padding=1, bias=False, norm=FrozenBatchNorm2d(4)).eval())
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        for change in range(4):
+            folded.load_state_dict(plain.state_dict())
+            torch.testing.assert_close(folded(x), plain(x), rtol=1e-5, atol=1e-6, msg=f"change {change}")
+            torch.testing.assert_close(folded(x), plain(x), rtol=1e-5, atol=1e-6, msg=f"change {change}, again")
+            [plain.weight, plain.norm.running_mean, plain.norm.running_var][change % 3].add_(0.5)
+        folded.load_state_dict(plain.state_dict())
+        folded.to(torch.float64)
+        torch.testing.assert_close(folded(x.double()), plain.to(torch.float64)(x.double()), rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x.double()), plain(x.double()), rtol=1e-5, atol=1e-6)

@@ -6,12 +6,16 @@ the conv's output: two elementwise passes in training (and one more in the backw
 into the weights, which are tiny next to the activations, saves those passes; the results are the same up to
 float rounding. Parameters, buffers and state-dict keys are untouched.
 """
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
 __all__ = ["FrozenBNConv2d", "fold_frozen_batch_norm", "frozen_bn_affine"]
+
+
+FROZEN_BN_BUFFERS = ("weight", "bias", "running_mean", "running_var")
 
 
 def frozen_bn_affine(norm: FrozenBatchNorm2d):
@@ -23,16 +27,44 @@ def frozen_bn_affine(norm: FrozenBatchNorm2d):
 class FrozenBNConv2d(Conv2d):
     """detectron2's ``Conv2d`` whose ``norm`` is a ``FrozenBatchNorm2d``, with the norm folded into the convolution.
     Built from such a conv by :func:`fold_frozen_batch_norm`. If its ``norm`` is later replaced by another kind
-    (a trainable batch norm, say), it runs as a plain ``Conv2d``."""
+    (a trainable batch norm, say), it runs as a plain ``Conv2d``.
+
+    Where no graph is recorded, the folded weight and bias are kept and reused until the weight or a norm buffer
+    changes (in place, as ``load_state_dict`` does, or by ``.to()``): folding each call would cost a pass over the
+    weights, as much as the pass over the output it saves at batch 1. The kept copy is one more set of the conv
+    weights in memory; it is dropped on ``train()``.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         if type(self.norm) is not FrozenBatchNorm2d:
             return super().forward(x)
+        weight, bias = self._folded_weight_and_bias()
+        x = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return x if self.activation is None else self.activation(x)
+
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_folded", None)
+        return super().train(mode)
+
+    def _folded_weight_and_bias(self):
+        sources = [self.weight, self.bias, *(getattr(self.norm, name) for name in FROZEN_BN_BUFFERS)]
+        sources = [t for t in sources if t is not None]
+        records_graph = torch.is_grad_enabled() and any(t.requires_grad for t in sources)
+        # Inference tensors have no version counter; a traced graph folds the weights itself.
+        tracing = torch.compiler.is_exporting() or torch.jit.is_tracing()
+        if records_graph or tracing or any(t.is_inference() for t in sources):
+            return self._fold()
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        cached = self.__dict__.get("_folded")
+        if cached is None or cached[0] != key:
+            self.__dict__["_folded"] = cached = (key, *self._fold())
+        return cached[1:]
+
+    def _fold(self):
         scale, shift = frozen_bn_affine(self.norm)
         weight = self.weight * scale.view(-1, 1, 1, 1).to(self.weight.dtype)
         bias = shift if self.bias is None else self.bias * scale + shift
-        x = F.conv2d(x, weight, bias.to(weight.dtype), self.stride, self.padding, self.dilation, self.groups)
-        return x if self.activation is None else self.activation(x)
+        return weight, bias.to(weight.dtype)
 
 
 def fold_frozen_batch_norm(module: nn.Module) -> nn.Module:
