@@ -9,7 +9,11 @@ shapes of the Mask2Former R50 COCO-panoptic model (512x512 inference, 384x384 tr
 - the fused CPU deformable-attention op, forward and forward + backward, on the encoder's shapes;
 - the matcher (2 images, 100 queries, 6 targets, 12544 points) with the queries sampled by grid_sample
   (MASK_FORMER_DEFORM_ATTN=pytorch) and by the fused op (cpu);
-- instance mask scores of 100 masks at 512x512, all at once and a few masks at a time.
+- instance mask scores of 100 masks at 512x512, all at once and one mask at a time;
+- the backward of one decoder layer's mask logits (2 images, 100 queries, 96x96) with 6 supervised queries per
+  image, through the einsum and through `mask_logits`;
+- the importance-point top-k of the mask loss (12 masks, 9408 of 37632 points), sorted and unsorted;
+- the R50 backbone at 512x512 in eval, with detectron2's conv-then-FrozenBN and with the folded convs.
 
 Prints the median milliseconds of each as a markdown table with the machine.
 """
@@ -24,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mask_former.modeling.layers import mask_logits, mask_logits_reference  # noqa: E402
 from mask_former.modeling.matcher import HungarianMatcher  # noqa: E402
-from mask_former.modeling.postprocessing import mean_inside_probability, mean_inside_probability_by_chunks  # noqa: E402
+from mask_former.modeling.postprocessing import mean_inside_probability, mean_inside_probability_per_query  # noqa: E402
 from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu  # noqa: E402
 
 MB = 2**20
@@ -103,10 +108,56 @@ def instance_scores(runs):
     prob, masks = logits.sigmoid(), logits > 0
     queries = torch.arange(100)
     rows = [("instance scores, all 100 masks at once", median_ms(lambda: mean_inside_probability(prob, masks), runs))]
-    for chunk in (4, 8, 16):
-        rows.append((f"instance scores, {chunk} masks at a time",
-                     median_ms(lambda: mean_inside_probability_by_chunks(prob, masks, queries, chunk=chunk), runs)))
+    rows.append(("instance scores, one mask at a time (dot products)",
+                 median_ms(lambda: mean_inside_probability_per_query(prob, masks, queries), runs)))
     return rows
+
+
+def mask_logit_backward(runs):
+    generator = torch.Generator().manual_seed(0)
+    embed = torch.randn(2, 100, 256, generator=generator, requires_grad=True)
+    features = torch.randn(2, 256, 96, 96, generator=generator).to(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.zeros(2, 100, 96, 96)
+    grad[:, :6] = torch.randn(2, 6, 96, 96, generator=generator)
+
+    def backward(function):
+        return lambda: torch.autograd.grad(function(embed, features), (embed, features), grad)
+
+    return [("mask logits backward, einsum", median_ms(backward(mask_logits_reference), runs)),
+            ("mask logits backward, supervised queries only", median_ms(backward(mask_logits), runs))]
+
+
+def importance_topk(runs):
+    uncertainty = -torch.randn(12, 37632, generator=torch.Generator().manual_seed(0)).abs()
+    return [(f"importance top-k, sorted={flag}", median_ms(lambda: torch.topk(uncertainty, 9408, dim=1, sorted=flag), runs))
+            for flag in (True, False)]
+
+
+def backbone_eval(runs):
+    from detectron2.config import get_cfg
+    from detectron2.layers import Conv2d
+    from detectron2.modeling import build_resnet_backbone
+    from detectron2.modeling.backbone import ShapeSpec
+
+    from mask_former.modeling.backbone.frozen_bn_conv import FrozenBNConv2d, fold_frozen_batch_norm
+
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    torch.manual_seed(0)
+    backbone = build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval().to(memory_format=torch.channels_last)
+    image = torch.randn(1, 3, 512, 512).to(memory_format=torch.channels_last)
+    folded = [m for m in fold_frozen_batch_norm(backbone).modules() if type(m) is FrozenBNConv2d]
+
+    def run(kind):
+        def forward():
+            for conv in folded:
+                conv.__class__ = kind
+            with torch.no_grad():
+                backbone(image)
+        return forward
+
+    return [("R50 backbone 512x512 eval, conv then FrozenBN", median_ms(run(Conv2d), runs)),
+            ("R50 backbone 512x512 eval, folded convs", median_ms(run(FrozenBNConv2d), runs))]
 
 
 def main(argv=None) -> int:
@@ -116,7 +167,8 @@ def main(argv=None) -> int:
     if kernel_unavailable_reason("cpu", torch.empty(0)):
         sys.exit(f"the fused CPU op is needed: {kernel_unavailable_reason('cpu', torch.empty(0))}")
     rows = []
-    for piece in (page_faults, level_upsampling, deformable_attention, matcher, instance_scores):
+    for piece in (page_faults, level_upsampling, deformable_attention, matcher, instance_scores,
+                  mask_logit_backward, importance_topk, backbone_eval):
         print(f"[bench_cpu_pieces] {piece.__name__}", file=sys.stderr, flush=True)
         rows += piece(args.runs)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"

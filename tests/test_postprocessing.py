@@ -14,7 +14,7 @@ from mask_former.modeling.postprocessing import (
     instance_tensors,
     kept_panoptic_tensors,
     mean_inside_probability,
-    mean_inside_probability_by_chunks,
+    mean_inside_probability_per_query,
     panoptic_inference,
     panoptic_tensors,
     semantic_inference,
@@ -186,17 +186,16 @@ def test_instance_inference_matches_instance_tensors():
         assert torch.equal(result.pred_classes, torch.from_numpy(classes))
 
 
-def test_mean_inside_probability_by_chunks_matches_the_reference():
+def test_mean_inside_probability_per_query_matches_the_reference():
     torch.manual_seed(5)
     mask_pred = torch.randn(11, 13, 9) * 2
     mask_prob, query_masks = mask_pred.sigmoid(), mask_pred > 0
     query_masks[4] = False  # an empty mask scores 0
     reference = mean_inside_probability(mask_prob, query_masks)
     for queries in (torch.arange(11), torch.tensor([0, 4, 5, 9, 10]), torch.tensor([3])):
-        for chunk in (1, 3, 8, 20):
-            fast = mean_inside_probability_by_chunks(mask_prob, query_masks, queries, chunk=chunk)
-            torch.testing.assert_close(fast, reference[queries], rtol=1e-6, atol=0)
-    assert mean_inside_probability_by_chunks(mask_prob, query_masks, torch.zeros(0, dtype=torch.long)).shape == (0,)
+        fast = mean_inside_probability_per_query(mask_prob, query_masks, queries)
+        torch.testing.assert_close(fast, reference[queries], rtol=1e-6, atol=0)
+    assert mean_inside_probability_per_query(mask_prob, query_masks, torch.zeros(0, dtype=torch.long)).shape == (0,)
 
 
 def test_count_true_counts_like_a_sum():

@@ -179,20 +179,20 @@ def mean_inside_probability(mask_prob: Tensor, query_masks: Tensor) -> Tensor:
     return (mask_prob.flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
 
 
-def mean_inside_probability_by_chunks(mask_prob: Tensor, query_masks: Tensor, queries: Tensor, chunk: int = 4) -> Tensor:
-    """:func:`mean_inside_probability` (its plain reference) of the rows ``queries`` only, a few queries at a
-    time: no full-resolution copy or float conversion of all the masks, only temporaries of ``chunk`` masks,
-    which the allocator reuses instead of mapping fresh pages for each.
+def mean_inside_probability_per_query(mask_prob: Tensor, query_masks: Tensor, queries: Tensor) -> Tensor:
+    """:func:`mean_inside_probability` (its plain reference) of the rows ``queries`` only, one query at a time as
+    a dot product of its probabilities with its mask: no gathered copy of the masks and no ``[n, H, W]``
+    product, only a float copy of one mask at a time, which the allocator reuses instead of mapping fresh pages
+    for each. Equal up to the order of the sums.
 
     Returns ``[len(queries)]``.
     """
     scores = []
-    for start in range(0, len(queries), chunk):
-        rows = queries[start : start + chunk]
-        inside = query_masks[rows].flatten(1)
-        total = (mask_prob[rows].flatten(1) * inside).sum(1)
-        scores.append(total / (count_true(inside).to(total.dtype) + 1e-6))
-    return torch.cat(scores) if scores else mask_prob.new_zeros(0)
+    for query in queries.tolist():
+        inside = query_masks[query].reshape(-1)
+        total = torch.dot(mask_prob[query].reshape(-1), inside.to(mask_prob.dtype))
+        scores.append(total / (count_true(inside[None])[0].to(total.dtype) + 1e-6))
+    return torch.stack(scores) if scores else mask_prob.new_zeros(0)
 
 
 def instance_inference(
@@ -223,7 +223,7 @@ def instance_inference(
     top = pair_scores.topk(min(topk, pair_scores.numel()), sorted=False).indices
     queries = (top // num_classes).unique()
     mask_scores = mask_prob.new_zeros(mask_cls.shape[0])
-    mask_scores[queries] = mean_inside_probability_by_chunks(mask_prob, query_masks, queries)
+    mask_scores[queries] = mean_inside_probability_per_query(mask_prob, query_masks, queries)
     scores, pred_classes, pair_query = (
         torch.from_numpy(x).to(mask_cls.device)
         for x in assemble_instances(

@@ -1,5 +1,5 @@
 """Mask2Former's transformer decoder: masked attention over three scales, round-robin."""
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -111,9 +111,6 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         predictions_class, predictions_mask = [classes], [masks]
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
-            # A query whose mask is empty at this scale attends everywhere.
-            # (Written without in-place boolean indexing so that it exports to ONNX.)
-            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
             output = self.transformer_cross_attention_layers[i](
                 output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_pos
             )
@@ -136,27 +133,35 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         and the features are resized once per scale instead of every layer's masks.
         """
         if self.training:
-            return lambda output, level, final: self.forward_prediction_heads(output, mask_features, sizes[level])
+            return lambda output, level, final: self.forward_prediction_heads(
+                output, mask_features, None if final else sizes[level]
+            )
         resized = [F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in sizes]
 
         def heads(output, level, final):
             if final:
-                return self.forward_prediction_heads(output, mask_features, sizes[level])
+                return self.forward_prediction_heads(output, mask_features, None)
             mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
             return None, None, self.attention_mask(mask_logits(mask_embed, resized[level]))
 
         return heads
 
     def attention_mask(self, mask_logits: Tensor) -> Tensor:
-        """``[B, Q, h, w]`` mask logits -> ``[B * heads, Q, h*w]`` bool, True = background (not attended)."""
+        """``[B, Q, h, w]`` mask logits -> ``[B * heads, Q, h*w]`` bool, True = background (not attended).
+        A query whose mask is empty at this scale attends everywhere (decided before the copy per head)."""
         # sigmoid(x) < 0.5  <=>  x < 0
-        return (mask_logits.flatten(2) < 0).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1).detach()
+        background = mask_logits.flatten(2).detach() < 0
+        # (Written without in-place boolean indexing so that it exports to ONNX.)
+        background = background & ~background.all(-1, keepdim=True)
+        return background.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
 
-    def forward_prediction_heads(self, output: Tensor, mask_features: Tensor, attn_mask_target_size):
+    def forward_prediction_heads(self, output: Tensor, mask_features: Tensor, attn_mask_target_size: Optional[tuple]):
         """Class logits ``[B, Q, K+1]``, mask logits ``[B, Q, H, W]`` and the attention mask for
-        the next layer's scale."""
+        the next layer's scale (None without a size: after the last layer there is none)."""
         decoded = self.decoder_norm(output).transpose(0, 1)
         classes = self.class_embed(decoded)
         masks = mask_logits(self.mask_embed(decoded), mask_features)
+        if attn_mask_target_size is None:
+            return classes, masks, None
         resized = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
         return classes, masks, self.attention_mask(resized)
