@@ -135,9 +135,8 @@ def importance_topk(runs):
 
 def backbone_eval(runs):
     from detectron2.config import get_cfg
-    from detectron2.layers import Conv2d
+    from detectron2.layers import Conv2d, ShapeSpec
     from detectron2.modeling import build_resnet_backbone
-    from detectron2.modeling.backbone import ShapeSpec
 
     from mask_former.modeling.backbone.frozen_bn_conv import FrozenBNConv2d, fold_frozen_batch_norm
 
