@@ -119,12 +119,14 @@ def mask_logits(embed: Tensor, features: Tensor) -> Tensor:
         features: ``[B, C, H, W]`` per-pixel embeddings (any memory format).
 
     Returns:
-        ``[B, N, H, W]``. Under autograd its backward multiplies only the queries whose mask gradient is not
-        zero: the mask losses supervise the matched queries alone, a few of the N, and the plain einsum backward
-        (:func:`mask_logits_reference`) spends most of its two products on zero rows. Same forward, and the same
-        gradients up to the order of the sums.
+        ``[B, N, H, W]``. Under autograd on the CPU its backward multiplies only the queries whose mask gradient
+        is not zero: the mask losses supervise the matched queries alone, a few of the N, and the plain einsum
+        backward (:func:`mask_logits_reference`) spends most of its two products on zero rows. Same forward, and
+        the same gradients up to the order of the sums. Other devices run the einsum: finding the rows there
+        would wait on the device once per image and layer.
     """
-    if torch.is_grad_enabled() and (embed.requires_grad or features.requires_grad):
+    on_cpu = embed.device.type == "cpu"
+    if on_cpu and torch.is_grad_enabled() and (embed.requires_grad or features.requires_grad):
         return _SupervisedRowsMaskLogits.apply(embed, features)
     return mask_logits_reference(embed, features)
 
