@@ -66,3 +66,27 @@ def test_mask_logits_without_autograd_is_the_einsum():
     embed, features = _inputs(False)
     with torch.no_grad():
         assert torch.equal(mask_logits(embed, features), mask_logits_reference(embed, features))
+
+
+def test_joined_mask_logits_gradients_equal_the_einsums():
+    from mask_former.modeling.layers import joined_mask_logits
+
+    torch.manual_seed(1)
+    features = torch.randn(2, 16, 7, 9, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    embeds = [torch.randn(2, 20, 16, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    with torch.no_grad():
+        masks = [mask_logits_reference(e, features) for e in embeds]
+    joined = joined_mask_logits(features, embeds, masks)
+    reference = [mask_logits_reference(e, features) for e in embeds]
+    for a, b in zip(joined, reference):
+        assert torch.equal(a, b) and a.requires_grad
+    # Layer 1 gets no gradient at all (its output is unused), layer 2 only in image 1.
+    grads = [_sparse_grad((2, 20, 7, 9), [(0, 1), (1, 7)]), None, _sparse_grad((2, 20, 7, 9), [(1, 0), (1, 19)])]
+    used = [i for i, g in enumerate(grads) if g is not None]
+    ours = torch.autograd.grad([joined[i] for i in used], [features, *embeds], [grads[i] for i in used], allow_unused=True)
+    theirs = torch.autograd.grad([reference[i] for i in used], [features, *embeds], [grads[i] for i in used], allow_unused=True)
+    for a, b in zip(ours, theirs):
+        if b is None:
+            assert a is None or not a.any()
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

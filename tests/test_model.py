@@ -240,3 +240,31 @@ def test_folded_conv_follows_weight_and_norm_changes_in_eval():
         torch.testing.assert_close(folded(x.double()), plain.to(torch.float64)(x.double()), rtol=1e-5, atol=1e-6)
     with torch.inference_mode():
         torch.testing.assert_close(folded(x.double()), plain(x.double()), rtol=1e-5, atol=1e-6)
+
+
+def test_joined_mask_logit_backward_gives_the_einsum_gradients():
+    """The Mask2Former decoder joins every layer's mask logits to the graph at once on the CPU; with the plain
+    einsum per layer the losses and every gradient are the same."""
+    from mask_former.modeling.transformer_decoder import mask2former_transformer_decoder as decoder_module
+
+    cfg = tiny_cfg()
+    results = []
+    for joins in (True, False):
+        torch.manual_seed(0)
+        model = build_model(cfg).train()
+        batch = [training_input(64, 96), training_input(64, 96, seed=1)]
+        original = decoder_module.joins_mask_logits
+        decoder_module.joins_mask_logits = original if joins else (lambda features: False)
+        try:
+            torch.manual_seed(1)
+            losses = model(batch)
+        finally:
+            decoder_module.joins_mask_logits = original
+        sum(losses.values()).backward()
+        results.append((losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (joined_losses, joined_grads), (plain_losses, plain_grads) = results
+    for name, value in plain_losses.items():
+        torch.testing.assert_close(joined_losses[name], value, rtol=1e-6, atol=1e-7, msg=name)
+    assert joined_grads.keys() == plain_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(joined_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -3,7 +3,7 @@
 Sequence tensors follow ``nn.MultiheadAttention``'s default layout: ``[L, B, C]``.
 """
 import math
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -119,16 +119,30 @@ def mask_logits(embed: Tensor, features: Tensor) -> Tensor:
         features: ``[B, C, H, W]`` per-pixel embeddings (any memory format).
 
     Returns:
-        ``[B, N, H, W]``. Under autograd on the CPU its backward multiplies only the queries whose mask gradient
-        is not zero: the mask losses supervise the matched queries alone, a few of the N, and the plain einsum
-        backward (:func:`mask_logits_reference`) spends most of its two products on zero rows. Same forward, and
-        the same gradients up to the order of the sums. Other devices run the einsum: finding the rows there
-        would wait on the device once per image and layer.
+        ``[B, N, H, W]``, with the backward of :func:`joined_mask_logits` where :func:`joins_mask_logits`.
     """
-    on_cpu = embed.device.type == "cpu"
-    if on_cpu and torch.is_grad_enabled() and (embed.requires_grad or features.requires_grad):
-        return _SupervisedRowsMaskLogits.apply(embed, features)
-    return mask_logits_reference(embed, features)
+    if not joins_mask_logits(features):
+        return mask_logits_reference(embed, features)
+    return joined_mask_logits(features, [embed], [mask_logits_reference(embed.detach(), features.detach())])[0]
+
+
+def joins_mask_logits(features: Tensor) -> bool:
+    """Whether mask logits of ``features`` are computed without a graph and joined to it by
+    :func:`joined_mask_logits`: under autograd, on the CPU. Other devices keep the einsum's backward: finding
+    the supervised rows there would wait on the device once per image and layer."""
+    return features.device.type == "cpu" and torch.is_grad_enabled()
+
+
+def joined_mask_logits(features: Tensor, embeds: Sequence[Tensor], masks: Sequence[Tensor]) -> List[Tensor]:
+    """Several layers' mask logits ``masks[l] = mask_logits_reference(embeds[l], features)``, computed by the
+    caller without a graph, joined to the graph at once, with the gradients of the einsums.
+
+    The backward multiplies only the queries whose mask gradient is not zero: the mask losses supervise the
+    matched queries alone, a few of the N, and the einsum backward (:func:`mask_logits_reference`) spends most
+    of its two products on zero rows. The features' gradient is one product over every layer's supervised
+    rows, instead of one full-size product and sum per layer. The same gradients up to the order of the sums.
+    """
+    return list(_SupervisedRowsMaskLogits.apply(features, *embeds, *masks))
 
 
 def mask_logits_reference(embed: Tensor, features: Tensor) -> Tensor:
@@ -137,29 +151,44 @@ def mask_logits_reference(embed: Tensor, features: Tensor) -> Tensor:
 
 
 class _SupervisedRowsMaskLogits(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, embed: Tensor, features: Tensor) -> Tensor:
-        ctx.save_for_backward(embed, features)
-        return mask_logits_reference(embed, features)
+    """``apply(features, *embeds, *masks) -> masks``, the given masks joined to the graph (see
+    :func:`joined_mask_logits`)."""
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        embed, features = ctx.saved_tensors
-        want_embed, want_features = ctx.needs_input_grad
-        grad_embed = torch.zeros_like(embed) if want_embed else None
-        grad_features = torch.empty_like(features) if want_features else None
-        grad = grad.flatten(2)
-        # A row is skipped only where every entry is exactly 0 (NaN and inf rows are kept: amax propagates NaN).
-        supervised = grad.abs().amax(-1) != 0
-        for b in range(grad.shape[0]):
-            rows = supervised[b].nonzero().squeeze(1)
-            grad_rows = grad[b].index_select(0, rows)
-            pixels = features[b].flatten(1)  # [C, HW]
-            if want_embed and len(rows):
-                grad_embed[b].index_copy_(0, rows, grad_rows @ pixels.t())
-            if want_features:
-                _product_into(grad_features[b].flatten(1), embed[b].index_select(0, rows).t(), grad_rows)
-        return grad_embed, grad_features
+    def forward(ctx, features: Tensor, *embeds_and_masks: Tensor):
+        layers = len(embeds_and_masks) // 2
+        ctx.save_for_backward(features, *embeds_and_masks[:layers])
+        ctx.set_materialize_grads(False)
+        return embeds_and_masks[layers:]
+
+    @staticmethod
+    def backward(ctx, *grads: Optional[Tensor]):
+        features, *embeds = ctx.saved_tensors
+        wants = ctx.needs_input_grad
+        grad_embeds = [torch.zeros_like(e) if wants[1 + l] and g is not None else None
+                       for l, (e, g) in enumerate(zip(embeds, grads))]
+        # Per image, every layer's (embed rows, gradient rows) of supervised queries.
+        supervised = [([], []) for _ in range(features.shape[0])]
+        for embed, grad, grad_embed in zip(embeds, grads, grad_embeds):
+            if grad is None:
+                continue
+            grad = grad.flatten(2)
+            # A row is skipped only where every entry is exactly 0 (NaN and inf rows are kept: amax propagates NaN).
+            kept = grad.abs().amax(-1) != 0
+            for b, (embed_rows, grad_rows) in enumerate(supervised):
+                rows = kept[b].nonzero().squeeze(1)
+                grad_rows.append(grad[b].index_select(0, rows))
+                embed_rows.append(embed[b].index_select(0, rows))
+                if grad_embed is not None and len(rows):
+                    grad_embed[b].index_copy_(0, rows, grad_rows[-1] @ features[b].flatten(1).t())
+        grad_features = None
+        if wants[0]:
+            grad_features = torch.empty_like(features)
+            for b, (embed_rows, grad_rows) in enumerate(supervised):
+                embed_rows = torch.cat(embed_rows) if embed_rows else features.new_zeros(0, features.shape[1])
+                grad_rows = torch.cat(grad_rows) if grad_rows else features.new_zeros(0, features[b].numel() // features.shape[1])
+                _product_into(grad_features[b].flatten(1), embed_rows.t(), grad_rows)
+        return (grad_features, *grad_embeds, *([None] * len(embeds)))
 
 
 def _product_into(out: Tensor, a: Tensor, b: Tensor) -> None:

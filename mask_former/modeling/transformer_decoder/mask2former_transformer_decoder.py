@@ -8,7 +8,17 @@ from torch.nn import functional as F
 from detectron2.config import configurable
 
 from ..build import TRANSFORMER_DECODER_REGISTRY
-from ..layers import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer, mask_logits
+from ..layers import (
+    MLP,
+    CrossAttentionLayer,
+    FFNLayer,
+    PositionEmbeddingSine,
+    SelfAttentionLayer,
+    joined_mask_logits,
+    joins_mask_logits,
+    mask_logits,
+    mask_logits_reference,
+)
 from .common import decoder_config, input_projection, pack_outputs
 
 
@@ -107,8 +117,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
         heads = self.prediction_heads(mask_features, sizes)
 
-        classes, masks, attn_mask = heads(output, 0, final=self.num_layers == 0)
-        predictions_class, predictions_mask = [classes], [masks]
+        classes, embed, masks, attn_mask = heads(output, 0, final=self.num_layers == 0)
+        predictions_class, mask_embeds, predictions_mask = [classes], [embed], [masks]
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
             output = self.transformer_cross_attention_layers[i](
@@ -117,15 +127,19 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
             next_level = (i + 1) % self.num_feature_levels
-            classes, masks, attn_mask = heads(output, next_level, final=i == self.num_layers - 1)
+            classes, embed, masks, attn_mask = heads(output, next_level, final=i == self.num_layers - 1)
             predictions_class.append(classes)
+            mask_embeds.append(embed)
             predictions_mask.append(masks)
         if not self.training:
             predictions_class, predictions_mask = predictions_class[-1:], predictions_mask[-1:]
+        elif self.joins_mask_logits(mask_features):
+            predictions_mask = joined_mask_logits(mask_features, mask_embeds, predictions_mask)
         return pack_outputs(predictions_class, predictions_mask)
 
     def prediction_heads(self, mask_features: Tensor, sizes):
-        """``heads(output, level, final) -> (class logits, mask logits, attention mask at sizes[level])``.
+        """``heads(output, level, final) -> (class logits, mask embeddings, mask logits, attention mask at
+        sizes[level])`` (see :meth:`forward_prediction_heads`).
 
         In training every layer's predictions are supervised. In eval only the final ones are
         returned, so the other layers only need the attention mask at its (low) resolution:
@@ -142,9 +156,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             if final:
                 return self.forward_prediction_heads(output, mask_features, None)
             mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
-            return None, None, self.attention_mask(mask_logits(mask_embed, resized[level]))
+            return None, None, None, self.attention_mask(mask_logits(mask_embed, resized[level]))
 
         return heads
+
+    def joins_mask_logits(self, mask_features: Tensor) -> bool:
+        """In training, where :func:`joins_mask_logits`: every layer's masks are supervised, and their backward
+        runs once for all layers."""
+        return self.training and joins_mask_logits(mask_features)
 
     def attention_mask(self, mask_logits: Tensor) -> Tensor:
         """``[B, Q, h, w]`` mask logits -> ``[B * heads, Q, h*w]`` bool, True = background (not attended).
@@ -156,12 +175,19 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         return background.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
 
     def forward_prediction_heads(self, output: Tensor, mask_features: Tensor, attn_mask_target_size: Optional[tuple]):
-        """Class logits ``[B, Q, K+1]``, mask logits ``[B, Q, H, W]`` and the attention mask for
-        the next layer's scale (None without a size: after the last layer there is none)."""
+        """Class logits ``[B, Q, K+1]``, mask embeddings ``[B, Q, C]``, mask logits ``[B, Q, H, W]`` and the
+        attention mask for the next layer's scale (None without a size: after the last layer there is none).
+        Where :meth:`joins_mask_logits`, the mask logits have no graph: the caller joins every layer's at once
+        (:func:`joined_mask_logits`)."""
         decoded = self.decoder_norm(output).transpose(0, 1)
         classes = self.class_embed(decoded)
-        masks = mask_logits(self.mask_embed(decoded), mask_features)
+        embed = self.mask_embed(decoded)
+        if self.joins_mask_logits(mask_features):
+            with torch.no_grad():
+                masks = mask_logits_reference(embed, mask_features)
+        else:
+            masks = mask_logits_reference(embed, mask_features)
         if attn_mask_target_size is None:
-            return classes, masks, None
+            return classes, embed, masks, None
         resized = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
-        return classes, masks, self.attention_mask(resized)
+        return classes, embed, masks, self.attention_mask(resized)
