@@ -90,3 +90,14 @@ def test_joined_mask_logits_gradients_equal_the_einsums():
             assert a is None or not a.any()
         else:
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_mask_logits_gradients_of_transposed_features():
+    embed, features = _inputs(False)
+    features = features.detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()  # H fastest
+    out = mask_logits(embed, features)
+    grad = _sparse_grad(out.shape, [(0, 1), (2, 5)])
+    ours = torch.autograd.grad(out, (embed, features), grad)
+    theirs = torch.autograd.grad(mask_logits_reference(embed, features), (embed, features), grad)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

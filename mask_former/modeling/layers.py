@@ -183,11 +183,15 @@ class _SupervisedRowsMaskLogits(torch.autograd.Function):
                     grad_embed[b].index_copy_(0, rows, grad_rows[-1] @ features[b].flatten(1).t())
         grad_features = None
         if wants[0]:
-            grad_features = torch.empty_like(features)
+            channels_last = features.is_contiguous(memory_format=torch.channels_last)
+            grad_features = torch.empty_like(
+                features, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+            )
+            channels, pixels = features.shape[1], features[0].numel() // features.shape[1]
             for b, (embed_rows, grad_rows) in enumerate(supervised):
-                embed_rows = torch.cat(embed_rows) if embed_rows else features.new_zeros(0, features.shape[1])
-                grad_rows = torch.cat(grad_rows) if grad_rows else features.new_zeros(0, features[b].numel() // features.shape[1])
-                _product_into(grad_features[b].flatten(1), embed_rows.t(), grad_rows)
+                embed_rows = torch.cat(embed_rows) if embed_rows else features.new_zeros(0, channels)
+                grad_rows = torch.cat(grad_rows) if grad_rows else features.new_zeros(0, pixels)
+                _product_into(grad_features[b].view(channels, pixels), embed_rows.t(), grad_rows)
         return (grad_features, *grad_embeds, *([None] * len(embeds)))
 
 
