@@ -253,13 +253,11 @@ def test_joined_mask_logit_backward_gives_the_einsum_gradients():
         torch.manual_seed(0)
         model = build_model(cfg).train()
         batch = [training_input(64, 96), training_input(64, 96, seed=1)]
-        original = decoder_module.joins_mask_logits
-        decoder_module.joins_mask_logits = original if joins else (lambda features: False)
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            if not joins:
+                patch.setattr(decoder_module, "joins_mask_logits", lambda features: False)
             torch.manual_seed(1)
             losses = model(batch)
-        finally:
-            decoder_module.joins_mask_logits = original
         sum(losses.values()).backward()
         results.append((losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
     (joined_losses, joined_grads), (plain_losses, plain_grads) = results

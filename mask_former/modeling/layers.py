@@ -167,7 +167,7 @@ class _SupervisedRowsMaskLogits(torch.autograd.Function):
         wants = ctx.needs_input_grad
         grad_embeds = [torch.zeros_like(e) if wants[1 + l] and g is not None else None
                        for l, (e, g) in enumerate(zip(embeds, grads))]
-        # Per image, every layer's (embed rows, gradient rows) of supervised queries.
+        # Per image, every layer's (embed rows, gradient rows) of supervised queries, for the features' gradient.
         supervised = [([], []) for _ in range(features.shape[0])]
         for embed, grad, grad_embed in zip(embeds, grads, grad_embeds):
             if grad is None:
@@ -177,10 +177,12 @@ class _SupervisedRowsMaskLogits(torch.autograd.Function):
             kept = grad.abs().amax(-1) != 0
             for b, (embed_rows, grad_rows) in enumerate(supervised):
                 rows = kept[b].nonzero().squeeze(1)
-                grad_rows.append(grad[b].index_select(0, rows))
-                embed_rows.append(embed[b].index_select(0, rows))
+                grad_of_rows = grad[b].index_select(0, rows)
                 if grad_embed is not None and len(rows):
-                    grad_embed[b].index_copy_(0, rows, grad_rows[-1] @ features[b].flatten(1).t())
+                    grad_embed[b].index_copy_(0, rows, grad_of_rows @ features[b].flatten(1).t())
+                if wants[0]:
+                    grad_rows.append(grad_of_rows)
+                    embed_rows.append(embed[b].index_select(0, rows))
         grad_features = None
         if wants[0]:
             channels_last = features.is_contiguous(memory_format=torch.channels_last)

@@ -182,10 +182,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         decoded = self.decoder_norm(output).transpose(0, 1)
         classes = self.class_embed(decoded)
         embed = self.mask_embed(decoded)
-        if self.joins_mask_logits(mask_features):
-            with torch.no_grad():
-                masks = mask_logits_reference(embed, mask_features)
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.joins_mask_logits(mask_features)):
             masks = mask_logits_reference(embed, mask_features)
         if attn_mask_target_size is None:
             return classes, embed, masks, None
