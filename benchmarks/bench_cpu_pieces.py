@@ -20,9 +20,7 @@ Prints the median milliseconds of each as a markdown table with the machine.
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -32,18 +30,13 @@ from mask_former.modeling.layers import mask_logits, mask_logits_reference  # no
 from mask_former.modeling.matcher import HungarianMatcher  # noqa: E402
 from mask_former.modeling.postprocessing import mean_inside_probability, mean_inside_probability_per_query  # noqa: E402
 from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 MB = 2**20
 
 
 def median_ms(run, runs: int) -> float:
-    run()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return median_seconds(run, runs) * 1000
 
 
 def page_faults(runs):

@@ -13,10 +13,8 @@ import collections
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from typing import Dict
 
 import numpy as np
@@ -28,18 +26,7 @@ from mask_former.engine import build_config
 from mask_former.export import load_exported
 from mask_former.export.exporter import export_model
 from mask_former.export.runtime import MODEL_FILES
-
-
-def median_seconds(run, runs: int, warmup: int, label: str) -> float:
-    for _ in range(warmup):
-        run()
-    times = []
-    for i in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-        print(f"[{label}] run {i + 1}/{runs}: {times[-1]:.3f} s", file=sys.stderr, flush=True)
-    return statistics.median(times)
+from timing import median_seconds
 
 
 def print_onnxruntime_profile(path: str, image: np.ndarray, runs: int, top: int = 12) -> None:
