@@ -1,7 +1,7 @@
 """Where a CPU training step's time and memory go: one step (forward, losses, backward) of a config under
 torch.profiler with profile_memory, after ``--warmup`` unprofiled steps, on the same random batch as
 bench_train_cpu.py. Prints the top operators by self CPU time and by memory they allocate and keep
-(self CPU memory), each with the Python frames that called it.
+(self CPU memory), each with the Python frames that called it (``--shapes``: with its input shapes instead).
 
     MASK_FORMER_DEFORM_ATTN=pytorch .venv/bin/python benchmarks/profile_train_cpu.py --top 15
 """
@@ -25,6 +25,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--stack", type=int, default=4, help="Python frames shown per operator")
+    parser.add_argument("--shapes", action="store_true",
+                        help="group the operators by input shapes instead of by Python frames")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return parser.parse_args(argv)
 
@@ -43,10 +45,11 @@ def main(argv=None):
         print(f"[profile_train_cpu] warm-up step {i + 1}/{args.warmup}", file=sys.stderr, flush=True)
         step(model, batch)
     print("[profile_train_cpu] profiled step", file=sys.stderr, flush=True)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, with_stack=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, with_stack=True, record_shapes=args.shapes) as prof:
         step(model, batch)
+    grouping = {"group_by_input_shape": True} if args.shapes else {"group_by_stack_n": args.stack}
     for sort_by in ("self_cpu_time_total", "self_cpu_memory_usage"):
-        table = prof.key_averages(group_by_stack_n=args.stack).table(sort_by=sort_by, row_limit=args.top, max_name_column_width=40)
+        table = prof.key_averages(**grouping).table(sort_by=sort_by, row_limit=args.top, max_name_column_width=40)
         print(f"\n## top {args.top} by {sort_by}\n{table}")
 
 
