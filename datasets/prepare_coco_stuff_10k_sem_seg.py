@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from mask_former.data.datasets.categories import COCO_STUFF_171_CATEGORIES
-from mask_former.data.datasets.errors import DatasetFileError
+from mask_former.errors import DatasetFileError
 from mask_former.data.datasets.preparation import (
     copy_file,
     prepare_arg_parser,

@@ -30,7 +30,6 @@ from detectron2.structures import Instances
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mask_former  # noqa: E402,F401  (registers the model and datasets)
 from mask_former.checkpoint import CheckpointError, add_random_weights_flag, random_weights_opts  # noqa: E402
 from mask_former.data.datasets.custom import (  # noqa: E402
@@ -41,7 +40,7 @@ from mask_former.data.datasets.custom import (  # noqa: E402
 )
 from mask_former.engine import ConfigError, build_config  # noqa: E402
 from mask_former.export import load_exported  # noqa: E402
-from predictor import TASKS, VisualizationDemo  # noqa: E402
+from mask_former.engine.predictor import TASKS, VisualizationDemo  # noqa: E402
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}

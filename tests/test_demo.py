@@ -1,4 +1,4 @@
-"""demo/demo.py and demo/predictor.py: images, video, batched prediction, clear CLI errors, drawing\nall three tasks on the metadata of every registered dataset."""
+"""demo/demo.py and mask_former.engine.predictor: images, video, batched prediction, clear CLI errors, drawing\nall three tasks on the metadata of every registered dataset."""
 import importlib.util
 import subprocess
 
@@ -12,6 +12,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 
 from conftest import REPO
+from mask_former.engine import predictor
 from helpers import tiny_cfg
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -24,8 +25,7 @@ def load_script(name):
     return module
 
 
-demo = load_script("demo")  # also puts demo/ on sys.path, for "predictor"
-predictor = load_script("predictor")
+demo = load_script("demo")
 
 
 @pytest.fixture(scope="module")

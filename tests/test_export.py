@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 
 from helpers import golden_cfg, tiny_cfg
 from mask_former.export import FORMAT_VERSION, ExportedPredictor, load_exported
-from mask_former.export.assembly import torch_cpu_topk_indices
+from mask_former.assembly import torch_cpu_topk_indices
 from mask_former.export.exporter import ExportableMaskFormer, export_model, meta_for
 
 GOLDEN_FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic", "maskformer_v1_coco_panoptic",

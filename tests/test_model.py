@@ -245,7 +245,7 @@ def test_folded_conv_follows_weight_and_norm_changes_in_eval():
 def test_joined_mask_logit_backward_gives_the_einsum_gradients():
     """The Mask2Former decoder joins every layer's mask logits to the graph at once on the CPU; with the plain
     einsum per layer the losses and every gradient are the same."""
-    from mask_former.modeling.transformer_decoder import mask2former_transformer_decoder as decoder_module
+    from mask_former.modeling.transformer_decoder import mask2former_decoder as decoder_module
 
     cfg = tiny_cfg()
     results = []

@@ -6,8 +6,8 @@ from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 
 from helpers import tiny_cfg
-from mask_former.modeling.meta_arch.mask_former_model import resize_to_output
-from mask_former.export.assembly import assemble_instances, assemble_panoptic
+from mask_former.modeling.meta_arch.maskformer import resize_to_output
+from mask_former.assembly import assemble_instances, assemble_panoptic
 from mask_former.modeling.postprocessing import (
     count_true,
     instance_inference,

@@ -78,7 +78,7 @@ def test_panoptic_merge_rule(require_mask_confidence, left_half_segment):
 
 
 def test_v1_model_merges_panoptic_by_argmax_alone(monkeypatch):
-    import mask_former.modeling.meta_arch.mask_former_model as meta
+    import mask_former.modeling.meta_arch.maskformer as meta
 
     calls = []
     monkeypatch.setattr(meta, "panoptic_inference", lambda *a, **kw: calls.append(kw["require_mask_confidence"]) or (None, []))

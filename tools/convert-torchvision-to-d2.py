@@ -19,7 +19,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from mask_former.utils.checkpoint_conversion import run_conversion
+from mask_former.checkpoint.imagenet_conversion import run_conversion
 
 # (pattern, replacement), applied in order to every key.
 RENAMES = (

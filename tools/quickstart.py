@@ -27,7 +27,6 @@ from typing import Dict, Tuple
 REPO = Path(__file__).resolve().parents[1]
 # The demo datasets are registered at import time under $DETECTRON2_DATASETS.
 os.environ.setdefault("DETECTRON2_DATASETS", str(REPO / "datasets"))
-sys.path.insert(0, str(REPO / "demo"))
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -43,7 +42,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 import mask_former  # noqa: E402,F401
 from mask_former.data.demo_dataset import ensure_demo_dataset  # noqa: E402
 from mask_former.engine import ConfigError, Trainer, build_config  # noqa: E402
-from predictor import TASKS, VisualizationDemo, draw_predictions  # noqa: E402
+from mask_former.engine.predictor import TASKS, VisualizationDemo, draw_predictions  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "quickstart" / "mask2former_demo_shapes.yaml"
 

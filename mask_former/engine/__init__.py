@@ -1,7 +1,7 @@
 """Training and evaluation: the trainer and its pieces, the launcher, test-time augmentation."""
-from .checkpoint import AtomicCheckpointer, atomic_write
+from ..checkpoint import AtomicCheckpointer, atomic_write
 from .config import ConfigError, build_config
-from .evaluation import EVALUATOR_BUILDERS, build_evaluator
+from ..evaluation import EVALUATOR_BUILDERS, build_evaluator
 from .launch import launch, uses_cuda
 from .optimizer import build_optimizer, get_param_groups
 from .rng import derive_seed, isolated_rngs, seed_rngs

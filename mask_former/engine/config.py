@@ -9,13 +9,10 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
 from ..config import add_maskformer2_config
+from ..errors import ConfigError
 from .launch import uses_cuda
 
 __all__ = ["ConfigError", "build_config"]
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be applied; the message names the file or the key."""
 
 
 def _config_error(source: str, error: Exception) -> ConfigError:

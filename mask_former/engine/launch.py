@@ -16,6 +16,8 @@ from detectron2.engine import launch as launch_on_gpus
 from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.utils import comm
 
+from ..compat import set_local_process_group
+
 __all__ = ["find_free_port", "launch", "uses_cuda"]
 
 
@@ -105,11 +107,9 @@ def _cpu_worker(
 
 def _set_local_process_group(machine_rank: int, num_processes_per_machine: int, world_size: int) -> None:
     """Create the group of every machine's processes (all processes must create all groups) and
-    record this machine's as detectron2's ``comm._LOCAL_PROCESS_GROUP``."""
-    if comm._LOCAL_PROCESS_GROUP is not None:
-        raise RuntimeError("detectron2's local process group is already set in this process")
+    record this machine's as detectron2's local process group."""
     for machine in range(world_size // num_processes_per_machine):
         first = machine * num_processes_per_machine
         group = dist.new_group(list(range(first, first + num_processes_per_machine)))
         if machine == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
+            set_local_process_group(group)

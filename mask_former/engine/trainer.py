@@ -18,8 +18,8 @@ from detectron2.utils.events import CommonMetricPrinter, EventWriter, JSONWriter
 from detectron2.utils.logger import setup_logger
 
 from ..data.dataset_mappers import build_dataset_mapper
-from .checkpoint import AtomicCheckpointer
-from .evaluation import build_evaluator
+from ..checkpoint import AtomicCheckpointer
+from ..evaluation import build_evaluator
 from .launch import uses_cuda
 from .optimizer import build_optimizer
 from .rng import derive_seed, seed_rngs

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..compat import size_oblivious_export
 from ..modeling.layers import padding_to_multiple
 from ..modeling.postprocessing import instance_tensors, panoptic_tensors, semantic_inference
 from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
@@ -135,7 +136,7 @@ def export_torch(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> No
     """torch.export with dynamic H and W (sides MIN_SIDE to MAX_SIDE). Size-oblivious shape reasoning lets the
     view/contiguity checks of reshapes hold for sizes of 1 too, instead of guarding (and failing) on them."""
     dims = {0: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE), 1: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)}
-    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+    with size_oblivious_export():
         program = torch.export.export(wrapper, (image,), dynamic_shapes=(dims,), strict=False)
     torch.export.save(program, str(path))
 

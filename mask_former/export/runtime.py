@@ -2,7 +2,7 @@
 
 Torch-free for ONNX exports (numpy + onnxruntime); a ``torch-export`` directory is run through
 ``torch.export.load``. Both use the graph's fixed-rank outputs and finish with the numpy assembly
-of :mod:`mask_former.export.assembly`, the same code the eager model runs.
+of :mod:`mask_former.assembly`, the same code the eager model runs.
 """
 import json
 from pathlib import Path
@@ -10,7 +10,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-from .assembly import assemble_instances, assemble_panoptic, torch_cpu_topk_indices
+from ..assembly import assemble_instances, assemble_panoptic, torch_cpu_topk_indices
 
 FORMAT_VERSION = 2  # 2: instance outputs are all pairs' scores; the runtime takes the top k
 META_FILE = "meta.json"

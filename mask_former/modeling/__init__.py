@@ -1,4 +1,4 @@
-from . import backbone, meta_arch, pixel_decoder, transformer_decoder
+from . import backbone, heads, meta_arch, pixel_decoder, transformer_decoder
 from .build import (
     PIXEL_DECODER_REGISTRY,
     TRANSFORMER_DECODER_REGISTRY,
@@ -6,5 +6,5 @@ from .build import (
     build_transformer_decoder,
     model_recipe,
 )
-from .meta_arch.mask_former_head import MaskFormerHead
-from .meta_arch.mask_former_model import MaskFormer
+from .heads.maskformer_head import MaskFormerHead
+from .meta_arch.maskformer import MaskFormer

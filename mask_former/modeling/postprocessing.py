@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from detectron2.structures import Boxes, Instances
 
-from ..export.assembly import assemble_instances, assemble_panoptic
+from ..assembly import assemble_instances, assemble_panoptic
 
 
 def semantic_inference(mask_cls: Tensor, mask_prob: Tensor) -> Tensor:
@@ -54,7 +54,7 @@ def panoptic_tensors(
         ``labels`` int64 ``[Q]``, ``keep`` bool ``[Q]``, ``owner`` int64 ``[H, W]`` (the kept query
         with the highest class score times mask probability), ``pixel_kept`` bool ``[H, W]``, and the
         int64 ``[Q]`` areas ``owned_areas``, ``original_areas`` and ``segment_areas``, the inputs of
-        :func:`mask_former.export.assembly.assemble_panoptic`.
+        :func:`mask_former.assembly.assemble_panoptic`.
     """
     scores, labels, keep = kept_queries(mask_cls, num_classes=num_classes, object_mask_threshold=object_mask_threshold)
     # Probabilities are >= 0, so -1 never wins against a kept query; ties go to the first query either way.
@@ -93,7 +93,7 @@ def kept_panoptic_tensors(
 ) -> Dict[str, Tensor]:
     """:func:`panoptic_tensors` (its plain reference) computed on the kept queries only, for eager inference.
 
-    Equal to it wherever :func:`mask_former.export.assembly.assemble_panoptic` reads it: ``labels``,
+    Equal to it wherever :func:`mask_former.assembly.assemble_panoptic` reads it: ``labels``,
     ``keep``, ``pixel_kept``, ``owner`` where ``pixel_kept``, and the areas of the kept queries (those of
     the others are 0 here). Areas are counted per owner (``bincount``) rather than on ``[Q, H, W]`` masks.
     """

@@ -1,6 +1,8 @@
 """The registry of training dataset mappers and its builder."""
 from detectron2.utils.registry import Registry
 
+from ...compat import register_under_name
+
 
 class _NamedRegistry(Registry):
     """A :class:`Registry` whose objects are registered under a name of the caller's choice (the
@@ -10,7 +12,7 @@ class _NamedRegistry(Registry):
         """Decorator registering a class or function under ``name``."""
 
         def deco(obj):
-            self._do_register(name, obj)
+            register_under_name(self, name, obj)
             return obj
 
         return deco

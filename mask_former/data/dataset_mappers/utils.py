@@ -8,7 +8,7 @@ from detectron2.data import MetadataCatalog, detection_utils
 from detectron2.structures import Instances, polygons_to_bitmask
 from detectron2.utils.file_io import PathManager
 
-from ..datasets.errors import DatasetFileError
+from ...errors import DatasetFileError
 
 # Images are padded with this value (as upstream, and detectron2's FixedSizeCrop): close to the
 # pixel mean, so that after normalisation the padding looks like an average pixel.

@@ -33,6 +33,7 @@ import yaml
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.colormap import colormap
 
+from ...errors import DatasetDescriptionError
 from .loaders import load_coco_instances
 from .registration import panoptic_metadata, register_panoptic, register_sem_seg, replace_dataset
 
@@ -51,10 +52,6 @@ _TOP_LEVEL_KEYS = {"name", "format", "splits", "classes", "ignore_label", "image
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Metadata key that marks a split registered from a description file (its path).
 DESCRIPTION_KEY = "description_file"
-
-
-class DatasetDescriptionError(ValueError):
-    """A dataset description, or a config that does not fit it; the message names the file and key."""
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Optional
 from detectron2.data.datasets.coco import load_coco_json
 from detectron2.utils.file_io import PathManager
 
-from .errors import DatasetFileError
+from ...errors import DatasetFileError
 
 __all__ = [
     "DatasetFileError",

@@ -1,1 +1,1 @@
-from . import mask_former_head, mask_former_model, per_pixel_baseline
+from . import maskformer

@@ -1,1 +1,1 @@
-from . import mask2former_transformer_decoder, maskformer_transformer_decoder
+from . import mask2former_decoder, maskformer_decoder

@@ -18,7 +18,7 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
-from ..evaluation import InstanceSegEvaluator
+from .instance_evaluation import InstanceSegEvaluator
 from ..modeling.build import model_recipe
 
 __all__ = ["EVALUATOR_BUILDERS", "MASK2FORMER_EVALUATORS", "MASKFORMER_EVALUATORS", "build_evaluator"]

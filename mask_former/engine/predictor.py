@@ -14,8 +14,8 @@ from detectron2.structures import BitMasks, Instances
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from tqdm import tqdm
 
-from mask_former.checkpoint import InferenceCheckpointer
-from mask_former.data.datasets.registration import model_classes
+from ..checkpoint import InferenceCheckpointer
+from ..data.datasets.registration import model_classes
 
 __all__ = ["BatchPredictor", "TASKS", "VisualizationDemo", "draw_predictions", "visualizer_metadata"]
 

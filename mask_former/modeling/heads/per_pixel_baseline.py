@@ -10,7 +10,7 @@ from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ..build import build_transformer_decoder
-from .mask_former_head import PixelDecoderHead, decoder_in_channels, select_decoder_input
+from .maskformer_head import PixelDecoderHead, decoder_in_channels, select_decoder_input
 
 
 def per_pixel_ce_loss(logits: Tensor, targets: Tensor, *, common_stride: int, ignore_value: int) -> Tensor:

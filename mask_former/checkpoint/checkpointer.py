@@ -24,14 +24,19 @@ import pickle
 from typing import Dict, List
 
 import torch
-from fvcore.common.checkpoint import (
-    _filter_reused_missing_keys,
-    get_missing_parameters_message,
-    get_unexpected_parameters_message,
-)
+from fvcore.common.checkpoint import get_missing_parameters_message, get_unexpected_parameters_message
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..compat import filter_reused_missing_keys
+from ..errors import (
+    CheckpointError,
+    CheckpointShapeError,
+    IncompleteCheckpointError,
+    MissingWeightsError,
+    UnsafeCheckpointError,
+)
 
 __all__ = [
     "CheckpointError",
@@ -52,26 +57,6 @@ RANDOM_WEIGHTS_HINT = (
 )
 # Files detectron2 reads with its own readers (numpy pickles of the model zoo / Caffe2, pycls).
 DETECTRON2_FORMATS = (".pkl", ".pyth")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as asked; the message names the file and what to do."""
-
-
-class CheckpointShapeError(CheckpointError):
-    pass
-
-
-class IncompleteCheckpointError(CheckpointError):
-    """At inference, a checkpoint leaves parameters uninitialized or holds keys the model lacks."""
-
-
-class MissingWeightsError(CheckpointError):
-    """At inference, no weights are given (empty ``MODEL.WEIGHTS``)."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A ``.pth`` file holds objects that ``torch.load(weights_only=True)`` refuses to build."""
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -168,7 +153,7 @@ class InferenceCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
-        missing = _filter_reused_missing_keys(self.model, incompatible.missing_keys)
+        missing = filter_reused_missing_keys(self.model, incompatible.missing_keys)
         unexpected = incompatible.unexpected_keys
         if missing or unexpected:
             listing = [get_missing_parameters_message(missing)] if missing else []

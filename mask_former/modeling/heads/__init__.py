@@ -1,0 +1,2 @@
+"""Segmentation heads (detectron2's ``SEM_SEG_HEADS_REGISTRY``): a pixel decoder and a predictor."""
+from . import maskformer_head, per_pixel_baseline
