@@ -8,7 +8,7 @@ import yaml
 from detectron2.config import CfgNode, get_cfg
 from detectron2.projects.deeplab import add_deeplab_config
 
-from ..config import add_maskformer2_config
+from ..config import add_maskformer2_config, add_maskformer2_video_config
 from ..errors import ConfigError
 from .launch import uses_cuda
 
@@ -24,8 +24,8 @@ def _config_error(source: str, error: Exception) -> ConfigError:
 
 def build_config(config_file: str = "", opts: Sequence[str] = (), *, freeze: bool = True) -> CfgNode:
     """
-    detectron2's default config with the DeepLab and MaskFormer keys, merged with ``config_file``
-    (upstream MaskFormer / Mask2Former YAML files work unchanged) and the ``opts`` overrides
+    detectron2's default config with the DeepLab, MaskFormer and Mask2Former-VIS keys, merged with ``config_file``
+    (upstream MaskFormer / Mask2Former / Mask2Former-VIS YAML files work unchanged) and the ``opts`` overrides
     (``["KEY", "VALUE", ...]``).
 
     ``MODEL.DEVICE`` "cuda" (the default) becomes "cpu", with a warning, where CUDA is not
@@ -38,6 +38,7 @@ def build_config(config_file: str = "", opts: Sequence[str] = (), *, freeze: boo
     cfg = get_cfg()
     add_deeplab_config(cfg)
     add_maskformer2_config(cfg)
+    add_maskformer2_video_config(cfg)
     if config_file:
         if not os.path.isfile(config_file):
             raise ConfigError(f"config file {config_file!r} does not exist")
