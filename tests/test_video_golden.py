@@ -124,7 +124,7 @@ def sliding_clip(folder, cfg, frames: int, height: int = None, width: int = None
 
 
 # (frames, input size cut, output size asked for)
-CLIPS = [(1, (None, None), None), (4, (None, None), (150, 176)), (5, (256, 320), (400, 500))]
+CLIPS = [(1, (None, None), None), (3, (None, None), (150, 176)), (5, (192, 256), (400, 500))]
 
 
 @pytest.mark.parametrize("frames,crop,output_size", CLIPS)
@@ -137,7 +137,7 @@ def test_fast_inference_keeps_upstream_outputs(golden_dir, frames, crop, output_
         video["height"], video["width"] = output_size
     with torch.no_grad():
         reference = model.inference_video_reference(video)
-        for chunk, window in [(0, 0), (1, 0), (2, 0), (3, frames), (0, frames + 2)]:
+        for chunk, window in [(0, 0), (2, frames), (1, frames + 2)]:
             model.frame_chunk_size, model.window_size = chunk, window
             try:
                 output = model([video])

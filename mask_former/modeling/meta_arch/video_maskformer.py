@@ -172,17 +172,20 @@ class VideoMaskFormer(MaskFormer):
         if chunk == 0 or len(images.tensor) <= chunk:
             return self.sem_seg_head(self.backbone_features(images))
         head = self.sem_seg_head
-        decoder_inputs, mask_features = [], []
-        for frames in images.tensor.split(chunk):
-            features = self.backbone(frames.contiguous(memory_format=self.memory_format))
+        joined = None  # [mask features, *decoder input levels], each [T, ...], filled chunk by chunk
+        for start in range(0, len(images.tensor), chunk):
+            frames = images.tensor[start:start + chunk].contiguous(memory_format=self.memory_format)
+            features = self.backbone(frames)
             per_pixel, encoder, multi_scale = head.pixel_decoder.forward_features(features)
-            name = head.transformer_in_feature
-            decoder_inputs.append(select_decoder_input(name, features, per_pixel, encoder, multi_scale))
-            mask_features.append(per_pixel)
-            del features, encoder, multi_scale
-        decoder_input = [torch.cat(levels) for levels in zip(*decoder_inputs)]
-        del decoder_inputs
-        return head.predictor(decoder_input, torch.cat(mask_features))
+            levels = select_decoder_input(head.transformer_in_feature, features, per_pixel, encoder, multi_scale)
+            parts = [per_pixel, *levels]
+            if joined is None:
+                joined = [empty_frames_like(part, len(images.tensor)) for part in parts]
+            for whole, part in zip(joined, parts):
+                whole[start:start + len(part)] = part
+            # Freed before the next chunk's backbone runs, not after.
+            del features, per_pixel, encoder, multi_scale, levels, parts
+        return head.predictor(joined[1:], joined[0])
 
     def inference_video(self, video: Dict) -> Dict:
         """Upstream's outputs for one video, window by window (``window_size``; one window by default), with the
@@ -222,6 +225,15 @@ class VideoMaskFormer(MaskFormer):
         """``(height, width)`` asked for by the input, by default the frames' size."""
         height, width = images.image_sizes[0]
         return int(video.get("height", height)), int(video.get("width", width))
+
+
+def empty_frames_like(part: Tensor, frames: int) -> Tensor:
+    """An uninitialized ``[frames, ...]`` tensor for the frames of which ``part`` holds a chunk, in its layout."""
+    channels_last = part.dim() == 4 and not part.is_contiguous()
+    layout = torch.channels_last if channels_last and part.is_contiguous(memory_format=torch.channels_last) else (
+        torch.contiguous_format
+    )
+    return torch.empty((frames, *part.shape[1:]), dtype=part.dtype, device=part.device, memory_format=layout)
 
 
 def video_result(output_size: Tuple[int, int], scores: Tensor, labels: Tensor, masks: Tensor) -> Dict:
