@@ -3,7 +3,6 @@ checkpoints allowed in training, ``.pth`` read with ``weights_only``, model-zoo 
 import os
 import pickle
 import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -23,11 +22,8 @@ from mask_former.checkpoint import (
     UnsafeCheckpointError,
 )
 from mask_former.engine import AtomicCheckpointer
+from mask_former.engine import main as train_net  # what train_net.py runs
 
-sys.path.insert(0, str(REPO))
-import train_net  # noqa: E402
-
-sys.path.remove(str(REPO))
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 
 

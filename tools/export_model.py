@@ -19,7 +19,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 import mask_former  # noqa: F401  (registers the model and datasets)
-from mask_former.engine import ConfigError, build_config
+from mask_former.config import build_config
+from mask_former.errors import ConfigError
 from mask_former.export.exporter import export_model
 from mask_former.export.runtime import MODEL_FILES
 
