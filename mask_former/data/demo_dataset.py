@@ -428,7 +428,7 @@ def _remove_previous(root):
         return
     if read_manifest(root) is None and os.listdir(root):
         raise FileExistsError(
-            f"{root} exists and is not a generated demo dataset (no {MANIFEST}); remove it or "
+            f"{root} exists and is not a demo shapes dataset (no {MANIFEST}); remove it or "
             "choose another root"
         )
     shutil.rmtree(root)

@@ -95,8 +95,11 @@ def _shape_track(rng, height, width, length):
     start = rng.uniform((0.15 * width, 0.15 * height), (0.85 * width, 0.85 * height))
     velocity = rng.uniform(-MAX_SPEED, MAX_SPEED, size=2) * side
     angle, spin = rng.uniform(0, 2 * np.pi), rng.uniform(-MAX_SPIN, MAX_SPIN)
+    # The frames [first, end) that it is in (at least one); some enter late, some leave early.
     first = int(rng.integers(1, length // 2 + 1)) if rng.random() < LATE_PROBABILITY else 0
-    end = length - int(rng.integers(1, length // 2)) if rng.random() < LATE_PROBABILITY else length
+    earliest_end = max(first + 1, (length + 1) // 2)
+    leaves = rng.random() < LATE_PROBABILITY
+    end = int(rng.integers(earliest_end, length)) if leaves and earliest_end < length else length
     texture = thing_texture(rng, category, height, width)
     masks = [
         shape_mask(category, start + velocity * t, radius, angle + spin * t, height, width)
