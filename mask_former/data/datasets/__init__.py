@@ -1,8 +1,8 @@
 """Built-in datasets, registered into detectron2's catalogs at import under upstream
 Mask2Former/MaskFormer names (see datasets/README.md for the folder layouts)."""
 
-from . import register_ade20k, register_coco, register_mapillary_vistas
 from ...errors import DatasetFileError
+from . import register_ade20k, register_coco, register_mapillary_vistas
 from .loaders import load_coco_instances, load_coco_panoptic_json, load_sem_seg_pairs, require_files
 from .register_coco import coco_panoptic_metadata, register_coco_panoptic_annos_sem_seg
 from .registration import panoptic_metadata, register_panoptic, register_sem_seg
