@@ -1,6 +1,10 @@
 """Training dataset mappers of MaskFormer / Mask2Former, chosen by ``cfg.INPUT.DATASET_MAPPER_NAME``
-through :data:`DATASET_MAPPER_REGISTRY` (see :func:`build_dataset_mapper`)."""
-from .augmentations import ColorAugSSD, ColorAugSSDTransform
+through :data:`DATASET_MAPPER_REGISTRY` (see :func:`build_dataset_mapper`). They share
+:class:`BaseDatasetMapper`; the pieces they are made of live by concern in ``reading`` (files),
+``validation`` (class ids), ``augmentations``, ``padding``, ``annotations`` (COCO instance annotations)
+and ``targets``."""
+from .augmentations import ColorAugSSD, ColorAugSSDTransform, RandomPipeline
+from .base import BaseDatasetMapper
 from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper
 from .coco_lsj_dataset_mappers import (
     COCOInstanceNewBaselineDatasetMapper,
@@ -12,6 +16,7 @@ from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
 
 __all__ = [
+    "BaseDatasetMapper",
     "COCOInstanceNewBaselineDatasetMapper",
     "COCOPanopticNewBaselineDatasetMapper",
     "ColorAugSSD",
@@ -21,5 +26,6 @@ __all__ = [
     "MaskFormerInstanceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",
+    "RandomPipeline",
     "build_dataset_mapper",
 ]
