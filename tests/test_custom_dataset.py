@@ -11,11 +11,11 @@ import subprocess
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from conftest import REPO
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+from test_train_net import PYTHON, final_metrics, task_cfg
+
 from mask_former.data.datasets.custom import (
     DatasetDescriptionError,
     check_config,
@@ -27,7 +27,6 @@ from mask_former.data.datasets.custom_validation import validate_dataset
 from mask_former.data.demo_dataset import DEMO_CATEGORIES, generate_demo_dataset
 from mask_former.engine import build_evaluator
 from mask_former.engine import main as train_net  # what train_net.py runs
-from test_train_net import PYTHON, final_metrics, task_cfg
 
 SPLITS = ("train", "val")
 
@@ -264,7 +263,8 @@ def test_panoptic_data_problems_are_named(data_copy):
     edit_json(data_copy / "annotations" / "panoptic_val.json", lambda c: c["annotations"][0]["segments_info"].pop())
     problems = problems_of(data_copy, "coco_panoptic")
     assert len(problems["train"]) == 1
-    assert "panoptic_train.json: segment 1 of 000001.png has category_id 42, not in 'categories'" in problems["train"][0]
+    expected = "panoptic_train.json: segment 1 of 000001.png has category_id 42, not in 'categories'"
+    assert expected in problems["train"][0]
     assert any("but not in segments_info" in p and "panoptic/val/000001.png" in p for p in problems["val"])
 
 
@@ -298,7 +298,11 @@ def test_check_dataset_tool_exit_status(data_copy, capsys):
 
 def test_panoptic_without_semantic_labels_or_instances_is_evaluated_for_pq_only(demo_files, caplog):
     splits = {
-        split: {key: path for key, path in FORMATS["coco_panoptic"][0](split).items() if key not in ("semantic", "instances_json")}
+        split: {
+            key: path
+            for key, path in FORMATS["coco_panoptic"][0](split).items()
+            if key not in ("semantic", "instances_json")
+        }
         for split in SPLITS
     }
     description = register_dataset_description(

@@ -10,9 +10,11 @@ from detectron2.config import configurable
 from detectron2.structures import BitMasks, Instances
 
 from ...errors import DatasetFileError
+from .annotations import annotations_to_masks
 from .build import DATASET_MAPPER_REGISTRY
 from .clip_augmentations import augment_clip, build_clip_augmentations
-from .utils import annotations_to_masks, image_to_tensor, read_image_file
+from .padding import image_to_tensor
+from .reading import read_image_file
 
 __all__ = ["YTVISDatasetMapper", "sample_clip_frames"]
 
@@ -136,15 +138,15 @@ class YTVISDatasetMapper:
     def _frame_targets(self, annotations, slots, transforms, original_size, output_size, source) -> Instances:
         """The clip's targets in one frame (see the class docstring)."""
         visible = [obj for obj in annotations if not obj.get("iscrowd", 0)]
-        classes, masks, _ = annotations_to_masks(
+        targets = annotations_to_masks(
             visible, transforms, original_size, output_size, self.num_classes, source, self.cut_polygons
         )
         clip_classes = torch.full((len(slots),), self.num_classes, dtype=torch.int64)
         clip_ids = torch.full((len(slots),), -1, dtype=torch.int64)
         clip_masks = torch.zeros((len(slots), *output_size), dtype=torch.bool)
         index = torch.tensor([slots[obj["id"]] for obj in visible], dtype=torch.int64)
-        clip_classes[index] = classes
-        clip_masks[index] = masks
+        clip_classes[index] = targets.classes
+        clip_masks[index] = targets.masks
         clip_ids[index] = torch.tensor([obj["id"] for obj in visible], dtype=torch.int64)
         # As upstream's filter_empty_instances: an object whose mask is empty is absent.
         clip_ids[~clip_masks.flatten(1).any(dim=1)] = -1
