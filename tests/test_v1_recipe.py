@@ -25,7 +25,7 @@ def test_v1_config_criterion_follows_the_recipe(recipe_key, expected):
     cfg = v1_cfg()
     cfg.MODEL.MASK_FORMER.RECIPE = recipe_key
     model = build_model(cfg)
-    assert model.recipe == expected
+    assert model.recipe.name == expected
     v1 = expected == "maskformer"
     assert isinstance(model.criterion, FullMaskSetCriterion) == v1
     assert isinstance(model.criterion.matcher, FullMaskHungarianMatcher) == v1
@@ -33,7 +33,7 @@ def test_v1_config_criterion_follows_the_recipe(recipe_key, expected):
 
 def test_mask2former_config_keeps_the_point_sampled_criterion():
     model = build_model(tiny_cfg())
-    assert model.recipe == "mask2former"
+    assert model.recipe.name == "mask2former"
     assert type(model.criterion) is SetCriterion and type(model.criterion.matcher) is HungarianMatcher
     assert model.criterion.num_points == 64
 

@@ -17,8 +17,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..compat import size_oblivious_export
-from ..modeling.layers import padding_to_multiple
-from ..modeling.postprocessing import instance_tensors, panoptic_tensors, semantic_inference
+from ..modeling.fast_paths.kept_queries import panoptic_stage
+from ..modeling.padding import padding_to_multiple
+from ..modeling.postprocessing import instance_tensors, semantic_inference
 from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ExportableMaskFormer(nn.Module):
         check_exportable(model)
         self.model = model
         self.tasks = model_tasks(model)
-        self.require_mask_confidence = getattr(model, "recipe", "mask2former") == "mask2former"
+        self.require_mask_confidence = model.recipe.require_mask_confidence
         self.eval()
 
     def forward(self, image: Tensor) -> Tuple[Tensor, ...]:
@@ -72,7 +73,7 @@ class ExportableMaskFormer(nn.Module):
         if "semantic" in self.tasks:
             stages["semantic"] = {"sem_seg": semantic_inference(mask_cls, mask_prob)}
         if "panoptic" in self.tasks:
-            stage = panoptic_tensors(
+            stage = panoptic_stage(
                 mask_cls, mask_prob, num_classes=num_classes, object_mask_threshold=model.object_mask_threshold,
                 require_mask_confidence=self.require_mask_confidence,
             )

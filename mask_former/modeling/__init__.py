@@ -4,7 +4,7 @@ from .build import (
     TRANSFORMER_DECODER_REGISTRY,
     build_pixel_decoder,
     build_transformer_decoder,
-    model_recipe,
 )
 from .heads.maskformer_head import MaskFormerHead
 from .meta_arch.maskformer import MaskFormer
+from .recipe import RECIPES, Recipe, build_recipe

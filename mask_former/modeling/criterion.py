@@ -4,10 +4,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.projects.point_rend.point_features import point_sample
 from detectron2.utils.comm import get_world_size
+from torch import nn
 
 __all__ = [
     "FullMaskSetCriterion",

@@ -3,10 +3,9 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from detectron2.projects.point_rend.point_features import point_sample
 from scipy.optimize import linear_sum_assignment
 from torch import nn
-
-from detectron2.projects.point_rend.point_features import point_sample
 
 from ..ops import choose_implementation, ms_deform_attn_cpu
 from .criterion import dice_loss_from_sums

@@ -1,12 +1,11 @@
 """The DETR encoder-decoder transformer used by MaskFormer (``StandardTransformerDecoder``) and by
 ``TransformerEncoderPixelDecoder``. Parameter names follow upstream so checkpoints load as they are."""
-import copy
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from .layers import cross_attention, feed_forward, residual, self_attention, xavier_init_matrices
+from .transformer_blocks import clones, cross_attention, feed_forward, residual, self_attention, xavier_init_matrices
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -61,14 +60,10 @@ class TransformerDecoderLayer(nn.Module):
         return residual(tgt, ffn, self.norm3, self.dropout3, pre)
 
 
-def _clones(module: nn.Module, n: int) -> nn.ModuleList:
-    return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
-
-
 class TransformerEncoder(nn.Module):
     def __init__(self, encoder_layer: nn.Module, num_layers: int, norm: Optional[nn.Module] = None):
         super().__init__()
-        self.layers = _clones(encoder_layer, num_layers)
+        self.layers = clones(encoder_layer, num_layers)
         self.norm = norm
 
     def forward(self, src: Tensor, mask=None, src_key_padding_mask=None, pos: Optional[Tensor] = None) -> Tensor:
@@ -83,7 +78,7 @@ class TransformerDecoder(nn.Module):
 
     def __init__(self, decoder_layer: nn.Module, num_layers: int, norm: nn.Module, return_intermediate: bool = False):
         super().__init__()
-        self.layers = _clones(decoder_layer, num_layers)
+        self.layers = clones(decoder_layer, num_layers)
         self.norm = norm
         self.return_intermediate = return_intermediate
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
-from ..layers import padding_to_multiple
+from ..padding import padding_to_multiple
 
 # Added to the attention logits between tokens of one shifted window that came from different
 # regions of the feature map; upstream uses this finite value rather than -inf.

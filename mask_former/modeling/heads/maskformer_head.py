@@ -1,11 +1,10 @@
 """``MaskFormerHead``: a pixel decoder and a transformer decoder."""
 from typing import Dict
 
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import nn
 
 from ..build import build_pixel_decoder, build_transformer_decoder
 

@@ -4,17 +4,15 @@ from typing import Callable, Dict, List, Optional, Union
 
 import fvcore.nn.weight_init as weight_init
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ...ops.ms_deform_attn_module import MSDeformAttn
 from ...ops.ms_deform_attn_ref import level_shapes
 from ..build import PIXEL_DECODER_REGISTRY
-from ..layers import PositionEmbeddingSine, feed_forward, residual, with_pos, xavier_init_matrices
-from ..transformer import _clones
+from ..transformer_blocks import PositionEmbeddingSine, clones, feed_forward, residual, with_pos, xavier_init_matrices
 from .fpn import NUM_MULTI_SCALE_FEATURES, add_fpn_levels, sorted_by_stride
 
 
@@ -64,7 +62,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         super().__init__()
         layer = MSDeformAttnTransformerEncoderLayer(d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points)
         self.encoder = nn.Module()
-        self.encoder.layers = _clones(layer, num_encoder_layers)
+        self.encoder.layers = clones(layer, num_encoder_layers)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         xavier_init_matrices(self)
         for module in self.modules():

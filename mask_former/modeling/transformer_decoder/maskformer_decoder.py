@@ -1,13 +1,13 @@
 """MaskFormer's transformer decoder: DETR's transformer on one feature map."""
 import torch
+from detectron2.config import configurable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from detectron2.config import configurable
-
 from ..build import TRANSFORMER_DECODER_REGISTRY
-from ..layers import MLP, PositionEmbeddingSine, mask_logits
+from ..fast_paths.mask_logits import mask_logits
 from ..transformer import Transformer
+from ..transformer_blocks import MLP, PositionEmbeddingSine
 from .common import decoder_config, input_projection, pack_outputs
 
 
