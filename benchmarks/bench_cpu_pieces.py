@@ -124,7 +124,8 @@ def mask_logit_backward(runs):
 
 def importance_topk(runs):
     uncertainty = -torch.randn(12, 37632, generator=torch.Generator().manual_seed(0)).abs()
-    return [(f"importance top-k, sorted={flag}", median_ms(lambda: torch.topk(uncertainty, 9408, dim=1, sorted=flag), runs))
+    return [(f"importance top-k, sorted={flag}",
+             median_ms(lambda: torch.topk(uncertainty, 9408, dim=1, sorted=flag), runs))
             for flag in (True, False)]
 
 
@@ -165,7 +166,8 @@ def main(argv=None) -> int:
                   mask_logit_backward, importance_topk, backbone_eval):
         print(f"[bench_cpu_pieces] {piece.__name__}", file=sys.stderr, flush=True)
         rows += piece(args.runs)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    threads = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {threads}"
     print(f"machine: {machine}")
     print("| piece | median ms |\n|---|---|")
     for name, ms in rows:

@@ -34,7 +34,8 @@ def load(path):
 def test_both_model_zoos_are_complete():
     per_tree = Counter(p.relative_to(CONFIGS).parts[0] for p in ALL_CONFIGS)
     # quickstart/ holds our own demo-dataset config, not an upstream one.
-    assert per_tree == {"ade20k": 14, "cityscapes": 21, "coco": 16, "mapillary-vistas": 6, "maskformer": 36, "quickstart": 1}
+    expected = {"ade20k": 14, "cityscapes": 21, "coco": 16, "mapillary-vistas": 6, "maskformer": 36, "quickstart": 1}
+    assert per_tree == expected
 
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=config_id)

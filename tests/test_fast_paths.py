@@ -109,8 +109,9 @@ def test_joined_mask_logits_gradients_equal_the_einsums():
     # Layer 1 gets no gradient at all (its output is unused), layer 2 only in image 1.
     grads = [_sparse_grad((2, 20, 7, 9), [(0, 1), (1, 7)]), None, _sparse_grad((2, 20, 7, 9), [(1, 0), (1, 19)])]
     used = [i for i, g in enumerate(grads) if g is not None]
-    ours = torch.autograd.grad([joined[i] for i in used], [features, *embeds], [grads[i] for i in used], allow_unused=True)
-    theirs = torch.autograd.grad([reference[i] for i in used], [features, *embeds], [grads[i] for i in used], allow_unused=True)
+    inputs, used_grads = [features, *embeds], [grads[i] for i in used]
+    ours = torch.autograd.grad([joined[i] for i in used], inputs, used_grads, allow_unused=True)
+    theirs = torch.autograd.grad([reference[i] for i in used], inputs, used_grads, allow_unused=True)
     for a, b in zip(ours, theirs):
         if b is None:
             assert a is None or not a.any()
@@ -236,7 +237,8 @@ def test_panoptic_tensors_equal_the_per_query_mask_computation():
     for mask_cls, mask_prob in panoptic_cases():
         for confidence in (True, False):
             options = dict(num_classes=5, object_mask_threshold=0.4, require_mask_confidence=confidence)
-            expected, result = masks_panoptic_tensors(mask_cls, mask_prob, **options), panoptic_tensors(mask_cls, mask_prob, **options)
+            expected = masks_panoptic_tensors(mask_cls, mask_prob, **options)
+            result = panoptic_tensors(mask_cls, mask_prob, **options)
             assert set(result) == set(expected)
             for name, value in expected.items():
                 assert torch.equal(result[name], value), name
@@ -246,7 +248,8 @@ def test_kept_panoptic_tensors_match_the_reference_where_assembly_reads_them():
     for mask_cls, mask_prob in panoptic_cases():
         for confidence in (True, False):
             options = dict(num_classes=5, object_mask_threshold=0.4, require_mask_confidence=confidence)
-            reference, fast = panoptic_tensors(mask_cls, mask_prob, **options), kept_panoptic_tensors(mask_cls, mask_prob, **options)
+            reference = panoptic_tensors(mask_cls, mask_prob, **options)
+            fast = kept_panoptic_tensors(mask_cls, mask_prob, **options)
             for name in ("labels", "keep", "pixel_kept"):
                 assert torch.equal(fast[name], reference[name]), name
             pixels = reference["pixel_kept"]

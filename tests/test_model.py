@@ -50,7 +50,9 @@ def eval_model():
     return build_model(tiny_cfg()).eval()
 
 
-@pytest.mark.parametrize("size,output_size", [((37, 53), (74, 106)), ((1, 1), (1, 1)), ((8, 600), (8, 600)), ((96, 64), (96, 64))])
+@pytest.mark.parametrize(
+    "size,output_size", [((37, 53), (74, 106)), ((1, 1), (1, 1)), ((8, 600), (8, 600)), ((96, 64), (96, 64))]
+)
 def test_inference_outputs_on_odd_sizes(eval_model, size, output_size):
     image = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
     with torch.no_grad():

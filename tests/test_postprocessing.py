@@ -118,7 +118,9 @@ def test_instance_inference_matches_instance_tensors():
         scores, classes, pair_query = assemble_instances(
             stage["pair_scores"].numpy(), stage["mask_scores"].numpy(), top.numpy(), num_classes=5, thing_classes=things
         )
-        result = instance_inference(mask_cls, mask_pred > 0, mask_pred.sigmoid(), num_classes=5, topk=20, thing_classes=things)
+        result = instance_inference(
+            mask_cls, mask_pred > 0, mask_pred.sigmoid(), num_classes=5, topk=20, thing_classes=things
+        )
         assert torch.equal(result.pred_masks, stage["query_masks"][torch.from_numpy(pair_query)].float())
         torch.testing.assert_close(result.scores, torch.from_numpy(scores))
         assert torch.equal(result.pred_classes, torch.from_numpy(classes))

@@ -149,7 +149,8 @@ EVALUATOR_BUILDERS: Dict[str, EvaluatorTable] = {
 def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) -> DatasetEvaluator:
     """
     The evaluators of ``dataset_name``, as upstream builds them for the config's recipe
-    (:func:`~mask_former.modeling.recipe.build_recipe`): chosen by the dataset metadata's ``evaluator_type`` and by the inference
+    (:func:`~mask_former.modeling.recipe.build_recipe`): chosen by the dataset metadata's ``evaluator_type``
+    and by the inference
     outputs the config turns on (``MODEL.MASK_FORMER.TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON``).
 
     Args:

@@ -38,7 +38,9 @@ def check_exportable(model) -> None:
     if type(model).__name__ != "MaskFormer":
         raise ValueError(f"MODEL.META_ARCHITECTURE {type(model).__name__!r} cannot be exported: only 'MaskFormer' can")
     if not model_tasks(model):
-        raise ValueError("nothing to export: MODEL.MASK_FORMER.TEST.SEMANTIC_ON, PANOPTIC_ON and INSTANCE_ON are all False")
+        raise ValueError(
+            "nothing to export: MODEL.MASK_FORMER.TEST.SEMANTIC_ON, PANOPTIC_ON and INSTANCE_ON are all False"
+        )
 
 
 class ExportableMaskFormer(nn.Module):
@@ -136,7 +138,10 @@ def export_onnx(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> Non
 def export_torch(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> None:
     """torch.export with dynamic H and W (sides MIN_SIDE to MAX_SIDE). Size-oblivious shape reasoning lets the
     view/contiguity checks of reshapes hold for sizes of 1 too, instead of guarding (and failing) on them."""
-    dims = {0: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE), 1: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)}
+    dims = {
+        0: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
+        1: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE),
+    }
     with size_oblivious_export():
         program = torch.export.export(wrapper, (image,), dynamic_shapes=(dims,), strict=False)
     torch.export.save(program, str(path))

@@ -139,7 +139,10 @@ def pad_to_common_size(masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     """
     height = max(m.shape[-2] for m in masks)
     width = max(m.shape[-1] for m in masks)
-    return [m if m.shape[-2:] == (height, width) else F.pad(m, (0, width - m.shape[-1], 0, height - m.shape[-2])) for m in masks]
+    return [
+        m if m.shape[-2:] == (height, width) else F.pad(m, (0, width - m.shape[-1], 0, height - m.shape[-2]))
+        for m in masks
+    ]
 
 
 class SetCriterion(nn.Module):

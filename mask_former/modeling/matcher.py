@@ -222,7 +222,8 @@ class HungarianMatcher(nn.Module):
         coords = self._point_coords(pred_masks.shape[-2:], pred_masks.device, generator)
         pred_points = _sample_queries_at(pred_masks, coords)
         target_points = _sample_at(target_masks, coords)
-        return pairwise_sigmoid_ce_cost_by_softplus(pred_points, target_points), pairwise_dice_cost(pred_points, target_points)
+        ce_cost = pairwise_sigmoid_ce_cost_by_softplus(pred_points, target_points)
+        return ce_cost, pairwise_dice_cost(pred_points, target_points)
 
     def _point_coords(
         self, mask_size: torch.Size, device: torch.device, generator: Optional[torch.Generator]

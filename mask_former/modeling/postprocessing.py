@@ -66,8 +66,9 @@ def panoptic_inference(
         mask_cls, mask_prob, num_classes=num_classes, object_mask_threshold=object_mask_threshold,
         require_mask_confidence=require_mask_confidence,
     )
+    stage = {k: v.cpu().numpy() for k, v in stage.items()}
     panoptic_seg, segments_info = assemble_panoptic(
-        **{k: v.cpu().numpy() for k, v in stage.items()}, thing_classes=thing_classes, overlap_threshold=overlap_threshold
+        **stage, thing_classes=thing_classes, overlap_threshold=overlap_threshold
     )
     return torch.from_numpy(panoptic_seg).to(mask_prob.device), segments_info
 

@@ -70,7 +70,8 @@ def build_maskformer_criterion(cfg, num_classes: int) -> FullMaskSetCriterion:
     mf = cfg.MODEL.MASK_FORMER
     matcher = FullMaskHungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT)
     return FullMaskSetCriterion(
-        num_classes, matcher=matcher, weight_dict=loss_weights(cfg), eos_coef=mf.NO_OBJECT_WEIGHT, losses=["labels", "masks"]
+        num_classes, matcher=matcher, weight_dict=loss_weights(cfg), eos_coef=mf.NO_OBJECT_WEIGHT,
+        losses=["labels", "masks"],
     )
 
 

@@ -69,7 +69,9 @@ def with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
     return x if pos is None else x + pos
 
 
-def residual(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module, dropout: nn.Module, pre_norm: bool) -> Tensor:
+def residual(
+    x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module, dropout: nn.Module, pre_norm: bool
+) -> Tensor:
     """``x + sublayer(norm(x))`` (pre-norm) or ``norm(x + sublayer(x))`` (post-norm)."""
     if pre_norm:
         return x + dropout(sublayer(norm(x)))
@@ -136,7 +138,9 @@ class SelfAttentionLayer(nn.Module):
         self.normalize_before = normalize_before
         xavier_init_matrices(self)
 
-    def forward(self, tgt: Tensor, tgt_mask=None, tgt_key_padding_mask=None, query_pos: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, tgt: Tensor, tgt_mask=None, tgt_key_padding_mask=None, query_pos: Optional[Tensor] = None
+    ) -> Tensor:
         sublayer = self_attention(self.self_attn, query_pos, tgt_mask, tgt_key_padding_mask)
         return residual(tgt, sublayer, self.norm, self.dropout, self.normalize_before)
 

@@ -56,7 +56,9 @@ def query_mask_scores(mask_prob: Tensor, query_masks: Tensor, queries: Tensor) -
     return scores
 
 
-def classify_queries(mask_cls: Tensor, *, num_classes: int, object_mask_threshold: float) -> Tuple[Tensor, Tensor, Tensor]:
+def classify_queries(
+    mask_cls: Tensor, *, num_classes: int, object_mask_threshold: float
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Each query's best class probability and class ``[Q]``, and whether the panoptic result keeps it
     ``[Q]`` (its best class is not "no object" and scores above ``object_mask_threshold``)."""
     scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
@@ -79,7 +81,9 @@ def panoptic_tensors(
         int64 ``[Q]`` areas ``owned_areas``, ``original_areas`` and ``segment_areas``, the inputs of
         :func:`mask_former.assembly.assemble_panoptic`.
     """
-    scores, labels, keep = classify_queries(mask_cls, num_classes=num_classes, object_mask_threshold=object_mask_threshold)
+    scores, labels, keep = classify_queries(
+        mask_cls, num_classes=num_classes, object_mask_threshold=object_mask_threshold
+    )
     # Probabilities are >= 0, so -1 never wins against a kept query; ties go to the first query either way.
     owner = torch.where(keep.view(-1, 1, 1), scores.view(-1, 1, 1) * mask_prob, -1.0).argmax(0)
     # v1 gives each pixel to its winner; Mask2Former only where the winner's mask is confident.
@@ -110,14 +114,17 @@ def kept_panoptic_tensors(
     ``keep``, ``pixel_kept``, ``owner`` where ``pixel_kept``, and the areas of the kept queries (those of
     the others are 0 here). Areas are counted per owner (``bincount``) rather than on ``[Q, H, W]`` masks.
     """
-    scores, labels, keep = classify_queries(mask_cls, num_classes=num_classes, object_mask_threshold=object_mask_threshold)
+    scores, labels, keep = classify_queries(
+        mask_cls, num_classes=num_classes, object_mask_threshold=object_mask_threshold
+    )
     kept = keep.nonzero().squeeze(1)
     num_queries, size = mask_prob.shape[0], mask_prob.shape[-2:]
     areas = {name: torch.zeros(num_queries, dtype=torch.int64, device=mask_prob.device)
              for name in ("owned_areas", "original_areas", "segment_areas")}
     if len(kept) == 0:
         owner = torch.zeros(size, dtype=torch.int64, device=mask_prob.device)
-        return {"labels": labels, "keep": keep, "owner": owner, "pixel_kept": torch.zeros_like(owner, dtype=torch.bool), **areas}
+        pixel_kept = torch.zeros_like(owner, dtype=torch.bool)
+        return {"labels": labels, "keep": keep, "owner": owner, "pixel_kept": pixel_kept, **areas}
     prob = mask_prob[kept]
     # argmax returns the first of equal maxima, so ties go to the first kept query as in the reference.
     kept_owner = (scores[kept].view(-1, 1, 1) * prob).argmax(0)
@@ -138,7 +145,8 @@ def count_true(masks: Tensor) -> Tensor:
 
 
 def mean_inside_probability(mask_prob: Tensor, query_masks: Tensor) -> Tensor:
-    """The reference: ``[Q]`` mean of ``mask_prob [Q, H, W]`` over each query's predicted mask ``query_masks`` (bool)."""
+    """The reference: ``[Q]`` mean of ``mask_prob [Q, H, W]`` over each query's predicted mask
+    ``query_masks`` (bool)."""
     inside = query_masks.flatten(1).to(mask_prob.dtype)
     return (mask_prob.flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
 

@@ -51,8 +51,8 @@ class _SupervisedRowsMaskLogits(torch.autograd.Function):
     def backward(ctx, *grads: Optional[Tensor]):
         features, *embeds = ctx.saved_tensors
         wants = ctx.needs_input_grad
-        grad_embeds = [torch.zeros_like(e) if wants[1 + l] and g is not None else None
-                       for l, (e, g) in enumerate(zip(embeds, grads))]
+        grad_embeds = [torch.zeros_like(e) if wants[1 + i] and g is not None else None
+                       for i, (e, g) in enumerate(zip(embeds, grads))]
         # Per image, every layer's (embed rows, gradient rows) of supervised queries, for the features' gradient.
         supervised = [([], []) for _ in range(features.shape[0])]
         for embed, grad, grad_embed in zip(embeds, grads, grad_embeds):

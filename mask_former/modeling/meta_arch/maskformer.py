@@ -195,7 +195,9 @@ class MaskFormer(nn.Module):
         )
         return [
             self.inference_single(mask_cls, mask_pred, x, image_size)
-            for mask_cls, mask_pred, x, image_size in zip(mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes)
+            for mask_cls, mask_pred, x, image_size in zip(
+                mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+            )
         ]
 
     def inference_single(self, mask_cls: Tensor, mask_pred: Tensor, batched_input: Dict, image_size) -> Dict:
@@ -224,7 +226,8 @@ class MaskFormer(nn.Module):
             )
         if self.instance_on:
             result["instances"] = instance_inference(
-                mask_cls, query_masks, mask_prob, num_classes=self.sem_seg_head.num_classes, topk=self.test_topk_per_image,
+                mask_cls, query_masks, mask_prob, num_classes=self.sem_seg_head.num_classes,
+                topk=self.test_topk_per_image,
                 thing_classes=thing_classes,
             )
         return result

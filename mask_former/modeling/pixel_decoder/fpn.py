@@ -53,7 +53,10 @@ class BasePixelDecoder(nn.Module):
     """
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dim: int, mask_dim: int, norm: Optional[Union[str, Callable]] = None):
+    def __init__(
+        self, input_shape: Dict[str, ShapeSpec], *, conv_dim: int, mask_dim: int,
+        norm: Optional[Union[str, Callable]] = None,
+    ):
         super().__init__()
         shapes = sorted_by_stride(input_shape)
         self.in_features = [name for name, _ in shapes]

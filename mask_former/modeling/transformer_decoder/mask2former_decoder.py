@@ -97,12 +97,16 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         ret["dec_layers"] = cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1
         return ret
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # Checkpoints written before version 2 call the query features "static_query".
         if (local_metadata.get("version") or 0) < 2:
             for key in [k for k in state_dict if k.startswith(prefix + "static_query")]:
                 state_dict[key.replace("static_query", "query_feat")] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, x: List[Tensor], mask_features: Tensor, mask: Tensor = None):
         """
@@ -116,15 +120,18 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             (in training, the ``DEC_LAYERS - 1`` earlier predictions; in eval, empty).
         """
         if len(x) != self.num_feature_levels:
-            raise ValueError(f"MultiScaleMaskedTransformerDecoder needs {self.num_feature_levels} feature maps, got {len(x)}")
+            raise ValueError(
+                f"MultiScaleMaskedTransformerDecoder needs {self.num_feature_levels} feature maps, got {len(x)}"
+            )
         memories, positions = self.level_memories(x)
         queries, query_pos = self.initial_queries(batch=memories[0].shape[1])
         inputs = self.mask_inputs(mask_features, [tuple(f.shape[-2:]) for f in x])
         predictions = [self.predict(queries, inputs, next_level=0, last=self.num_layers == 0)]
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
+            attn_mask = predictions[-1].attn_mask
             queries = self.transformer_cross_attention_layers[i](
-                queries, memories[level], memory_mask=predictions[-1].attn_mask, pos=positions[level], query_pos=query_pos
+                queries, memories[level], memory_mask=attn_mask, pos=positions[level], query_pos=query_pos
             )
             queries = self.transformer_self_attention_layers[i](queries, query_pos=query_pos)
             queries = self.transformer_ffn_layers[i](queries)
@@ -165,7 +172,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         graph: :meth:`outputs` joins every layer's at once."""
         decoded = self.decoder_norm(queries).transpose(0, 1)
         if inputs.per_level is not None and not last:
-            return Prediction(attn_mask=self.attention_mask(mask_logits(self.mask_embed(decoded), inputs.per_level[next_level])))
+            masks = mask_logits(self.mask_embed(decoded), inputs.per_level[next_level])
+            return Prediction(attn_mask=self.attention_mask(masks))
         classes = self.class_embed(decoded)
         embed = self.mask_embed(decoded)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not inputs.joined):
