@@ -11,6 +11,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+__all__ = [
+    "MLP",
+    "CrossAttentionLayer",
+    "FFNLayer",
+    "PositionEmbeddingSine",
+    "SelfAttentionLayer",
+    "clones",
+    "cross_attention",
+    "feed_forward",
+    "residual",
+    "self_attention",
+    "with_pos",
+    "xavier_init_matrices",
+]
+
 
 class PositionEmbeddingSine(nn.Module):
     """Sine / cosine position encoding of a feature map (as in DETR), normalized to ``[0, scale]``.

@@ -26,6 +26,10 @@ class MaskFormer(nn.Module):
     ``instances`` with ``gt_classes [N]`` and ``gt_masks [N, H, W]``. Training returns a dict of
     weighted losses; inference returns, per image, ``sem_seg [K, height, width]``, ``panoptic_seg``
     ``(ids [height, width], segments_info)`` and ``instances``, as switched on in the config.
+
+    ``recipe`` holds the rules of the upstream project the config follows (see
+    :mod:`mask_former.modeling.recipe`): the criterion is built from it, the panoptic merge reads it, and so do
+    the evaluators and the exporter.
     """
 
     @configurable
@@ -79,6 +83,8 @@ class MaskFormer(nn.Module):
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
         if cfg.MODEL.MASK_FORMER.FOLD_FROZEN_BN:
+            # Folding changes the class of convolutions: done here, to the backbone just built, not by the
+            # constructor to modules it is handed.
             fold_frozen_batch_norm(backbone)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
         recipe = build_recipe(cfg)

@@ -193,11 +193,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             masks = joined_mask_logits(inputs.features, [p.embed for p in predictions], masks)
         return pack_outputs([p.classes for p in predictions], masks)
 
-    def attention_mask(self, mask_logits: Tensor) -> Tensor:
+    def attention_mask(self, logits: Tensor) -> Tensor:
         """``[B, Q, h, w]`` mask logits -> ``[B * heads, Q, h*w]`` bool, True = background (not attended).
         A query whose mask is empty at this scale attends everywhere (decided before the copy per head)."""
         # sigmoid(x) < 0.5  <=>  x < 0
-        background = mask_logits.flatten(2).detach() < 0
+        background = logits.flatten(2).detach() < 0
         # (Written without in-place boolean indexing so that it exports to ONNX.)
         background = background & ~background.all(-1, keepdim=True)
         return background.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
