@@ -26,9 +26,12 @@ import torch
 import torch.nn.functional as F
 from timing import median_seconds
 
-from mask_former.modeling.layers import mask_logits, mask_logits_reference
+from mask_former.modeling.fast_paths.kept_queries import (
+    mean_inside_probability,
+    mean_inside_probability_per_query,
+)
+from mask_former.modeling.fast_paths.mask_logits import mask_logits, mask_logits_reference
 from mask_former.modeling.matcher import HungarianMatcher
-from mask_former.modeling.postprocessing import mean_inside_probability, mean_inside_probability_per_query
 from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu
 
 MB = 2**20
@@ -132,7 +135,7 @@ def backbone_eval(runs):
     from detectron2.layers import Conv2d, ShapeSpec
     from detectron2.modeling import build_resnet_backbone
 
-    from mask_former.modeling.backbone.frozen_bn_conv import FrozenBNConv2d, fold_frozen_batch_norm
+    from mask_former.modeling.fast_paths.frozen_bn import FrozenBNConv2d, fold_frozen_batch_norm
 
     cfg = get_cfg()
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]

@@ -9,7 +9,10 @@ from typing import Any, Iterator, List
 import torch
 from torch import nn
 
-__all__ = ["filter_reused_missing_keys", "register_under_name", "set_local_process_group", "size_oblivious_export"]
+__all__ = [
+    "filter_reused_missing_keys", "register_under_name", "set_local_process_group", "size_oblivious_export",
+    "tensor_version",
+]
 
 
 def register_under_name(registry: Any, name: str, obj: Any) -> None:
@@ -52,3 +55,10 @@ def size_oblivious_export() -> Iterator[None]:
     of 1 too instead of guarding (and failing) on them. torch has no public switch for it yet."""
     with torch.fx.experimental._config.patch(backed_size_oblivious=True):
         yield
+
+
+def tensor_version(tensor: torch.Tensor) -> int:
+    """The tensor's in-place version counter (``Tensor._version``, torch 1.x and 2.x): bumped by every in-place
+    change, as autograd uses it to detect them. A cache keyed on it notices ``copy_`` / ``load_state_dict``;
+    torch has no public accessor."""
+    return tensor._version

@@ -87,7 +87,7 @@ def add_maskformer2_config(cfg):
     # Which upstream project's training and inference rules to follow: "maskformer" (v1: focal +
     # dice losses on full masks, argmax-only panoptic merge, v1's evaluators) or "mask2former"
     # (point-sampled losses, confident-pixel panoptic merge). "" derives it from the config:
-    # see mask_former.modeling.build.model_recipe.
+    # see mask_former.modeling.recipe.build_recipe.
     mf.RECIPE = ""
     # Inputs are padded to this size divisibility inside the model.
     mf.SIZE_DIVISIBILITY = 32

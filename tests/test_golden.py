@@ -2,13 +2,11 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
-
 from helpers import golden_cfg
+from PIL import Image
 
 FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic", "maskformer_v1_coco_panoptic",
             "m2f_ade20k_semantic_train"]

@@ -2,70 +2,19 @@
 from typing import Dict, List, Tuple
 
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList
+from torch import Tensor, nn
+from torch.nn import functional as F
 
-from ..backbone.frozen_bn_conv import fold_frozen_batch_norm
-from ..build import model_recipe
-from ..criterion import FullMaskSetCriterion, SetCriterion
-from ..matcher import FullMaskHungarianMatcher, HungarianMatcher
+from ..fast_paths.frozen_bn import fold_frozen_batch_norm
+from ..padding import padded_size
 from ..postprocessing import instance_inference, panoptic_inference, semantic_inference
-
-
-def loss_weights(cfg) -> Dict[str, float]:
-    """Weight of each loss, one set per supervised decoder output (suffix ``_i`` for the i-th
-    intermediate layer)."""
-    mf = cfg.MODEL.MASK_FORMER
-    weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
-    if mf.DEEP_SUPERVISION:
-        weight_dict.update(
-            {f"{k}_{i}": v for i in range(mf.DEC_LAYERS - 1) for k, v in list(weight_dict.items())}
-        )
-    return weight_dict
-
-
-def build_mask2former_criterion(cfg, num_classes: int) -> SetCriterion:
-    """Mask2Former's: sigmoid BCE + dice on importance-sampled points, matched on random points."""
-    mf = cfg.MODEL.MASK_FORMER
-    matcher = HungarianMatcher(
-        cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS
-    )
-    return SetCriterion(
-        num_classes,
-        matcher=matcher,
-        weight_dict=loss_weights(cfg),
-        eos_coef=mf.NO_OBJECT_WEIGHT,
-        losses=["labels", "masks"],
-        num_points=mf.TRAIN_NUM_POINTS,
-        oversample_ratio=mf.OVERSAMPLE_RATIO,
-        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
-    )
-
-
-def build_maskformer_criterion(cfg, num_classes: int) -> FullMaskSetCriterion:
-    """MaskFormer (v1)'s: sigmoid focal (alpha 0.25, gamma 2) + dice on full-resolution masks,
-    matched on full masks. v1 had no CLASS_WEIGHT key; its default, 1, is v1's fixed weight."""
-    mf = cfg.MODEL.MASK_FORMER
-    matcher = FullMaskHungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT)
-    return FullMaskSetCriterion(
-        num_classes, matcher=matcher, weight_dict=loss_weights(cfg), eos_coef=mf.NO_OBJECT_WEIGHT, losses=["labels", "masks"]
-    )
-
-
-CRITERION_BUILDERS = {"maskformer": build_maskformer_criterion, "mask2former": build_mask2former_criterion}
-"""``model_recipe(cfg)`` -> ``builder(cfg, num_classes)`` of the set criterion (with its matcher)."""
-
-
-def build_criterion(cfg, num_classes: int) -> SetCriterion:
-    """The set criterion and matcher of the config's recipe (see ``model_recipe``)."""
-    return CRITERION_BUILDERS[model_recipe(cfg)](cfg, num_classes)
+from ..recipe import RECIPES, Recipe, build_recipe
 
 
 @META_ARCH_REGISTRY.register()
@@ -77,6 +26,10 @@ class MaskFormer(nn.Module):
     ``instances`` with ``gt_classes [N]`` and ``gt_masks [N, H, W]``. Training returns a dict of
     weighted losses; inference returns, per image, ``sem_seg [K, height, width]``, ``panoptic_seg``
     ``(ids [height, width], segments_info)`` and ``instances``, as switched on in the config.
+
+    ``recipe`` holds the rules of the upstream project the config follows (see
+    :mod:`mask_former.modeling.recipe`): the criterion is built from it, the panoptic merge reads it, and so do
+    the evaluators and the exporter.
     """
 
     @configurable
@@ -98,16 +51,13 @@ class MaskFormer(nn.Module):
         panoptic_on: bool,
         instance_on: bool,
         test_topk_per_image: int,
-        recipe: str = "mask2former",
+        recipe: Recipe = RECIPES["mask2former"],
         allow_checkpoint_shape_mismatch: bool = False,
         channels_last: bool = False,
-        fold_frozen_bn: bool = False,
     ):
         super().__init__()
         self.recipe = recipe
         self.allow_checkpoint_shape_mismatch = allow_checkpoint_shape_mismatch
-        if fold_frozen_bn:
-            fold_frozen_batch_norm(backbone)
         self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.sem_seg_head = sem_seg_head
@@ -132,12 +82,17 @@ class MaskFormer(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
+        if cfg.MODEL.MASK_FORMER.FOLD_FROZEN_BN:
+            # Folding changes the class of convolutions: done here, to the backbone just built, not by the
+            # constructor to modules it is handed.
+            fold_frozen_batch_norm(backbone)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        recipe = build_recipe(cfg)
         test = cfg.MODEL.MASK_FORMER.TEST
         return {
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
-            "criterion": build_criterion(cfg, sem_seg_head.num_classes),
+            "criterion": recipe.build_criterion(cfg, sem_seg_head.num_classes),
             "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
             "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
             "overlap_threshold": test.OVERLAP_THRESHOLD,
@@ -152,10 +107,9 @@ class MaskFormer(nn.Module):
             "instance_on": test.INSTANCE_ON,
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "recipe": model_recipe(cfg),
+            "recipe": recipe,
             "allow_checkpoint_shape_mismatch": cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
             "channels_last": cfg.MODEL.MASK_FORMER.CHANNELS_LAST,
-            "fold_frozen_bn": cfg.MODEL.MASK_FORMER.FOLD_FROZEN_BN,
         }
 
     @property
@@ -191,7 +145,7 @@ class MaskFormer(nn.Module):
 
     def padded_size(self, image: Tensor) -> Tuple[int, int]:
         d = max(self.size_divisibility, 1)
-        return tuple(-(-int(s) // d) * d for s in image.shape[-2:])
+        return tuple(padded_size(int(s), d) for s in image.shape[-2:])
 
     def inference_by_padded_size(self, batched_inputs: List[Dict]) -> List[Dict]:
         """Run images that pad to the same size together, others apart, so that an image's
@@ -247,7 +201,9 @@ class MaskFormer(nn.Module):
         )
         return [
             self.inference_single(mask_cls, mask_pred, x, image_size)
-            for mask_cls, mask_pred, x, image_size in zip(mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes)
+            for mask_cls, mask_pred, x, image_size in zip(
+                mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+            )
         ]
 
     def inference_single(self, mask_cls: Tensor, mask_pred: Tensor, batched_input: Dict, image_size) -> Dict:
@@ -272,11 +228,12 @@ class MaskFormer(nn.Module):
             result["panoptic_seg"] = panoptic_inference(
                 mask_cls, mask_prob, num_classes=self.sem_seg_head.num_classes, thing_classes=thing_classes,
                 object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
-                require_mask_confidence=(self.recipe == "mask2former"),
+                require_mask_confidence=self.recipe.require_mask_confidence,
             )
         if self.instance_on:
             result["instances"] = instance_inference(
-                mask_cls, query_masks, mask_prob, num_classes=self.sem_seg_head.num_classes, topk=self.test_topk_per_image,
+                mask_cls, query_masks, mask_prob, num_classes=self.sem_seg_head.num_classes,
+                topk=self.test_topk_per_image,
                 thing_classes=thing_classes,
             )
         return result

@@ -2,9 +2,8 @@
 from typing import Dict, List, Optional
 
 import fvcore.nn.weight_init as weight_init
-from torch import Tensor, nn
-
 from detectron2.layers import Conv2d
+from torch import Tensor, nn
 
 
 def decoder_config(cfg, in_channels: int, mask_classification: bool) -> Dict:
