@@ -24,7 +24,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import mask_former  # noqa: F401  (registers the model, datasets and mappers)
-from mask_former.checkpoint import CheckpointError, InferenceCheckpointer, add_random_weights_flag, random_weights_opts
+from mask_former.checkpoint import CheckpointError, MaskFormerCheckpointer, add_random_weights_flag, random_weights_opts
 from mask_former.data.datasets.custom import (
     DatasetDescriptionError,
     add_dataset_flag,
@@ -56,9 +56,7 @@ def evaluate(cfg, resume: bool):
     """Evaluate ``MODEL.WEIGHTS`` (or, with ``resume``, the last checkpoint of ``OUTPUT_DIR``), which
     must initialize every parameter unless ``MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS``."""
     model = Trainer.build_model(cfg)
-    checkpointer = InferenceCheckpointer(
-        model, save_dir=cfg.OUTPUT_DIR, allow_random_weights=cfg.MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS
-    )
+    checkpointer = MaskFormerCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR, for_inference=True)
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     results = Trainer.test(cfg, model)
     if cfg.TEST.AUG.ENABLED:

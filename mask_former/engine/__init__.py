@@ -1,5 +1,4 @@
 """Training and evaluation: the trainer and its pieces, the launcher, test-time augmentation."""
-from ..checkpoint import AtomicCheckpointer, atomic_write
 from .config import ConfigError, build_config
 from ..evaluation import EVALUATOR_BUILDERS, build_evaluator
 from .launch import launch, uses_cuda
@@ -10,7 +9,6 @@ from .trainer import Trainer, build_step_trainer, training_seed
 from .tta import SemanticSegmentorWithTTA
 
 __all__ = [
-    "AtomicCheckpointer",
     "ConfigError",
     "EVALUATOR_BUILDERS",
     "IterationBatchSampler",
@@ -18,7 +16,6 @@ __all__ = [
     "SeededMapDataset",
     "SemanticSegmentorWithTTA",
     "Trainer",
-    "atomic_write",
     "build_config",
     "build_evaluator",
     "build_optimizer",

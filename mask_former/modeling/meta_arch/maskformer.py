@@ -99,13 +99,11 @@ class MaskFormer(nn.Module):
         instance_on: bool,
         test_topk_per_image: int,
         recipe: str = "mask2former",
-        allow_checkpoint_shape_mismatch: bool = False,
         channels_last: bool = False,
         fold_frozen_bn: bool = False,
     ):
         super().__init__()
         self.recipe = recipe
-        self.allow_checkpoint_shape_mismatch = allow_checkpoint_shape_mismatch
         if fold_frozen_bn:
             fold_frozen_batch_norm(backbone)
         self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
@@ -153,7 +151,6 @@ class MaskFormer(nn.Module):
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "recipe": model_recipe(cfg),
-            "allow_checkpoint_shape_mismatch": cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
             "channels_last": cfg.MODEL.MASK_FORMER.CHANNELS_LAST,
             "fold_frozen_bn": cfg.MODEL.MASK_FORMER.FOLD_FROZEN_BN,
         }
