@@ -111,6 +111,8 @@ def load_weights_only(path: str) -> Any:
         try:
             return torch.load(f, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
+            if "GLOBAL" not in str(e):  # torch names the global it refuses; other errors are damaged files
+                raise
             raise UnsafeCheckpointError(
                 f"Checkpoint {path} holds objects other than tensors and plain containers, which are not loaded "
                 "(torch.load(weights_only=True), so that loading runs no code from the file). If you trust the "
