@@ -25,6 +25,7 @@ from detectron2.utils.env import seed_all_rng
 import mask_former.modeling.criterion as criterion_module
 from conftest import REPO
 from helpers import tiny_cfg
+from mask_former.checkpoint import CheckpointShapeError
 from mask_former.data.demo_dataset import generate_demo_dataset, register_demo_datasets
 from mask_former.engine import (
     IterationBatchSampler,
@@ -446,3 +447,23 @@ def test_build_config_turns_cuda_into_cpu_without_cuda(tmp_path):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert build_config(str(config)).MODEL.DEVICE == expected
     assert np.isclose(build_config(str(config), ["SOLVER.BASE_LR", "0.5"]).SOLVER.BASE_LR, 0.5)
+
+
+def test_trainer_fine_tunes_to_other_classes_with_a_fresh_class_head(demo_root, tmp_path):
+    """MODEL.MASK_FORMER.LOAD_CLASS_HEAD False: a 6-class panoptic model starts a 3-class instance run."""
+    torch.manual_seed(0)
+    weights = Trainer.build_model(task_cfg("panoptic", tmp_path / "source")).state_dict()
+    torch.save({"model": weights}, tmp_path / "panoptic.pth")
+    cfg = task_cfg("instance", tmp_path / "fine_tuned")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "panoptic.pth")
+    with pytest.raises(CheckpointShapeError, match="class_embed"):
+        Trainer(cfg).resume_or_load(resume=False)
+    cfg.MODEL.MASK_FORMER.LOAD_CLASS_HEAD = False
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    loaded = trainer.model.state_dict()
+    class_head = {"sem_seg_head.predictor.class_embed.weight", "sem_seg_head.predictor.class_embed.bias",
+                  "criterion.empty_weight"}
+    assert {key for key in weights if loaded[key].shape != weights[key].shape} == class_head
+    for key in weights.keys() - class_head:
+        assert torch.equal(loaded[key], weights[key]), key

@@ -13,10 +13,9 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-from ..compat import filter_reused_missing_keys
+from ..compat import CheckpointerHooks, filter_reused_missing_keys
 from ..errors import (
     CheckpointError,
     CheckpointShapeError,
@@ -95,11 +94,10 @@ class LoadReport:
         return "\n".join([f"Loaded checkpoint {self.path}:", *lines])
 
 
-class MaskFormerCheckpointer(DetectionCheckpointer):
+class MaskFormerCheckpointer(CheckpointerHooks):
     """
     ``DetectionCheckpointer`` (same arguments, file formats and model-zoo key matching) with the
-    loading rules of mask_former. It overrides fvcore's subclass hooks ``_load_file``,
-    ``_load_model`` and ``_log_incompatible_keys`` (fvcore 0.1.5).
+    loading rules of mask_former (through :class:`mask_former.compat.CheckpointerHooks`).
 
     - Safe reading: ``.pth`` with ``torch.load(weights_only=True)``, ``.pkl`` with an unpickler that
       builds only numpy arrays and plain containers (``UnsafeCheckpointError`` otherwise); a truncated
@@ -192,7 +190,7 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
         pointer = os.path.join(self.save_dir, "last_checkpoint")
         atomic_write(pointer, lambda f: f.write(last_filename_basename.encode()))
 
-    def _load_file(self, filename: str) -> Dict[str, Any]:
+    def read_file(self, filename: str) -> Dict[str, Any]:
         if filename.endswith(".pkl"):
             checkpoint = model_zoo_checkpoint(load_numpy_pickle(filename), filename)
         elif filename.endswith(".pyth"):
@@ -203,7 +201,7 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
         check_weights(checkpoint["model"], filename)
         return checkpoint
 
-    def _load_model(self, checkpoint: Dict[str, Any]):
+    def load_weights(self, checkpoint: Dict[str, Any]):
         model_keys = self.model.state_dict().keys()
         reinitialized = []
         fine_tuning = not self.load_class_head and not self._resuming
@@ -212,7 +210,7 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
             weights = checkpoint["model"]
             for key in [key for key in weights if is_class_head_key(key.removeprefix("module."))]:
                 del weights[key]
-        incompatible = super()._load_model(checkpoint)
+        incompatible = super().load_weights(checkpoint)
         skipped = {key for key, _, _ in incompatible.incorrect_shapes}
         missing = [
             key
@@ -230,8 +228,8 @@ class MaskFormerCheckpointer(DetectionCheckpointer):
         self._check(report, strict=self.for_inference or fine_tuning)
         return incompatible
 
-    def _log_incompatible_keys(self, incompatible) -> None:
-        """Nothing: ``_load_model`` logs the table of the load instead of fvcore's listings."""
+    def report_incompatible_keys(self, incompatible) -> None:
+        """Nothing: ``load_weights`` logs the table of the load instead of fvcore's listings."""
 
     def _check(self, report: LoadReport, *, strict: bool) -> None:
         """Log the table of ``report``, then apply the rules to it (``strict``: no missing or unexpected keys)."""
