@@ -24,13 +24,12 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from timing import median_seconds
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mask_former.modeling.layers import mask_logits, mask_logits_reference  # noqa: E402
-from mask_former.modeling.matcher import HungarianMatcher  # noqa: E402
-from mask_former.modeling.postprocessing import mean_inside_probability, mean_inside_probability_per_query  # noqa: E402
-from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu  # noqa: E402
-from timing import median_seconds  # noqa: E402
+from mask_former.modeling.layers import mask_logits, mask_logits_reference
+from mask_former.modeling.matcher import HungarianMatcher
+from mask_former.modeling.postprocessing import mean_inside_probability, mean_inside_probability_per_query
+from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu
 
 MB = 2**20
 
@@ -122,8 +121,10 @@ def mask_logit_backward(runs):
 
 def importance_topk(runs):
     uncertainty = -torch.randn(12, 37632, generator=torch.Generator().manual_seed(0)).abs()
-    return [(f"importance top-k, sorted={flag}", median_ms(lambda: torch.topk(uncertainty, 9408, dim=1, sorted=flag), runs))
-            for flag in (True, False)]
+    return [
+        (f"importance top-k, sorted={flag}", median_ms(lambda: torch.topk(uncertainty, 9408, dim=1, sorted=flag), runs))
+        for flag in (True, False)
+    ]
 
 
 def backbone_eval(runs):
@@ -163,7 +164,8 @@ def main(argv=None) -> int:
                   mask_logit_backward, importance_topk, backbone_eval):
         print(f"[bench_cpu_pieces] {piece.__name__}", file=sys.stderr, flush=True)
         rows += piece(args.runs)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    processor = platform.processor() or platform.machine()
+    machine = f"{processor}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}")
     print("| piece | median ms |\n|---|---|")
     for name, ms in rows:

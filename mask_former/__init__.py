@@ -14,9 +14,9 @@ except ModuleNotFoundError:
 
 if torch is not None:
     from . import data, modeling
-    from .config import add_mask_former_config, add_maskformer2_config
+    from .config import add_maskformer2_config
 
-    __all__ = ["add_maskformer2_config", "add_mask_former_config", "data", "modeling"]
+    __all__ = ["add_maskformer2_config", "data", "modeling"]
 else:
     __all__ = []
 

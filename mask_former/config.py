@@ -1,11 +1,23 @@
-"""Config keys of MaskFormer and Mask2Former.
+"""The config of MaskFormer and Mask2Former: its keys, and the config of a run.
 
-Call :func:`add_maskformer2_config` on a detectron2 config (after ``add_deeplab_config``, whose
-``SOLVER.POLY_LR_*`` and ``SEM_SEG_HEAD.LOSS_TYPE`` keys the upstream configs also set) before
-``merge_from_file``. Every key that the upstream MaskFormer and Mask2Former configs use is added
-here, under its upstream name and with its upstream default.
+:func:`add_maskformer2_config` adds every key that the upstream MaskFormer and Mask2Former configs
+use, under its upstream name and with its upstream default, to a detectron2 config (after
+``add_deeplab_config``, whose ``SOLVER.POLY_LR_*`` and ``SEM_SEG_HEAD.LOSS_TYPE`` keys the upstream
+configs also set). :func:`build_config` builds the config of a run from a YAML file and
+command-line overrides, with errors that name the file or the key.
 """
-from detectron2.config import CfgNode as CN
+import logging
+import os
+from typing import Sequence
+
+import torch
+import yaml
+from detectron2.config import CfgNode, get_cfg
+from detectron2.projects.deeplab import add_deeplab_config
+
+from .errors import ConfigError
+
+__all__ = ["add_maskformer2_config", "build_config", "uses_cuda"]
 
 
 def add_maskformer2_config(cfg):
@@ -45,7 +57,7 @@ def add_maskformer2_config(cfg):
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
 
     # Model.
-    mf = cfg.MODEL.MASK_FORMER = CN()
+    mf = cfg.MODEL.MASK_FORMER = CfgNode()
     # Losses on the predictions of every decoder layer, not only the last.
     mf.DEEP_SUPERVISION = True
     # Classification weight of the "no object" class.
@@ -103,7 +115,7 @@ def add_maskformer2_config(cfg):
     # is an error, unless this is True: then the model runs with random parameters, with a warning.
     mf.ALLOW_RANDOM_WEIGHTS = False
 
-    test = mf.TEST = CN()
+    test = mf.TEST = CfgNode()
     # Which inference outputs to produce; any combination is allowed.
     test.SEMANTIC_ON = True
     test.INSTANCE_ON = False
@@ -127,7 +139,7 @@ def add_maskformer2_config(cfg):
     head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
     head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
 
-    swin = cfg.MODEL.SWIN = CN()
+    swin = cfg.MODEL.SWIN = CfgNode()
     # D2SwinTransformer, with the upstream Swin Transformer's argument names.
     swin.PRETRAIN_IMG_SIZE = 224
     swin.PATCH_SIZE = 4
@@ -150,4 +162,50 @@ def add_maskformer2_config(cfg):
     return cfg
 
 
-add_mask_former_config = add_maskformer2_config
+def uses_cuda(device: str) -> bool:
+    """Whether a ``MODEL.DEVICE`` value means running on CUDA here."""
+    return str(device).startswith("cuda") and torch.cuda.is_available()
+
+
+def _config_error(source: str, error: Exception) -> ConfigError:
+    # yacs puts its message ("Non-existent config key: X", "Type mismatch ... for config key: X")
+    # in args[0]; str() of a KeyError would add quotes.
+    message = error.args[0] if error.args else repr(error)
+    return ConfigError(f"{source}: {message}")
+
+
+def build_config(config_file: str = "", opts: Sequence[str] = (), *, freeze: bool = True) -> CfgNode:
+    """
+    detectron2's default config with the DeepLab and MaskFormer keys, merged with ``config_file``
+    (upstream MaskFormer / Mask2Former YAML files work unchanged) and the ``opts`` overrides
+    (``["KEY", "VALUE", ...]``).
+
+    ``MODEL.DEVICE`` "cuda" (the default) becomes "cpu", with a warning, where CUDA is not
+    available.
+
+    Raises:
+        ConfigError: the file does not exist or cannot be parsed, or a key is unknown, or a value
+            has the wrong type; the message names the file or the key.
+    """
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"config file {config_file!r} does not exist")
+        try:
+            cfg.merge_from_file(config_file)
+        except (KeyError, ValueError, AssertionError, OSError, yaml.YAMLError) as e:
+            raise _config_error(f"config file {config_file!r}", e) from e
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise _config_error("command-line options", e) from e
+    if cfg.MODEL.DEVICE.startswith("cuda") and not uses_cuda(cfg.MODEL.DEVICE):
+        logging.getLogger(__name__).warning(
+            f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: using the CPU"
+        )
+        cfg.MODEL.DEVICE = "cpu"
+    if freeze:
+        cfg.freeze()
+    return cfg

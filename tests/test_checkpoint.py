@@ -2,7 +2,6 @@
 backbone-only checkpoints allowed in training, strict shapes, class-head fine-tuning, ``.pth`` read
 with ``weights_only``, ``.pkl`` read by an unpickler that builds numpy arrays only, damaged files named,
 atomic saving, and detectron2's own ``DetectionCheckpointer`` left as it is."""
-import importlib.util
 import os
 import pickle
 import subprocess
@@ -25,16 +24,8 @@ from mask_former.checkpoint import (
     MissingWeightsError,
     UnsafeCheckpointError,
 )
+from mask_former.engine import main as train_net  # what train_net.py runs
 
-
-def load_train_net():
-    spec = importlib.util.spec_from_file_location("train_net", REPO / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_net = load_train_net()
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 CLASS_HEAD = {
     "sem_seg_head.predictor.class_embed.weight", "sem_seg_head.predictor.class_embed.bias", "criterion.empty_weight"

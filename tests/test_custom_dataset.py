@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -27,6 +26,7 @@ from mask_former.data.datasets.custom import (
 from mask_former.data.datasets.custom_validation import validate_dataset
 from mask_former.data.demo_dataset import DEMO_CATEGORIES, generate_demo_dataset
 from mask_former.engine import build_evaluator
+from mask_former.engine import main as train_net  # what train_net.py runs
 from test_train_net import PYTHON, final_metrics, task_cfg
 
 SPLITS = ("train", "val")
@@ -92,11 +92,7 @@ def load_script(path):
     """The module of a script of the repository, for running its main() in this process."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
+    spec.loader.exec_module(module)
     return module
 
 
@@ -115,7 +111,6 @@ def run_train_net(argv, in_subprocess):
         result = subprocess.run([PYTHON, "train_net.py", *argv], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-3000:]
         return
-    train_net = load_script(REPO / "train_net.py")
     args = train_net.argument_parser().parse_args(argv)
     for description_file in args.dataset:
         unregister(description_file)
@@ -191,7 +186,6 @@ def test_train_net_reports_a_num_classes_mismatch_before_starting(demo_files, tm
     config = tmp_path / "config.yaml"
     config.write_text(task_cfg("instance", tmp_path / "out").dump())
     overrides = config_overrides(load_dataset_description(description_file))
-    train_net = load_script(REPO / "train_net.py")
     args = ["--config-file", str(config), "--dataset", description_file, *overrides]
     assert train_net.cli(args + ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "80"]) == 2
     error = capsys.readouterr().err

@@ -13,6 +13,7 @@ from detectron2.modeling import build_model
 from conftest import REPO
 from helpers import base_cfg, tiny_cfg
 from mask_former.data.demo_dataset import DEMO_CATEGORIES, generate_demo_dataset, register_demo_datasets
+from mask_former.data.demo_video_dataset import generate_demo_video_dataset, register_demo_video_datasets
 from mask_former.engine import EVALUATOR_BUILDERS, build_evaluator
 from mask_former.modeling.build import model_recipe
 
@@ -42,6 +43,7 @@ EXPECTED_EVALUATORS = {
             "COCOPanopticEvaluator", "CityscapesSemSegEvaluator", "CityscapesInstanceEvaluator"
         },
         "lvis": {"LVISEvaluator"},
+        "ytvis": {"YTVISEvaluator"},
     },
 }
 
@@ -51,11 +53,15 @@ def demo_root(tmp_path_factory):
     datasets = tmp_path_factory.mktemp("datasets")
     root = datasets / "demo_shapes"
     generate_demo_dataset(str(root), num_train=1, num_val=3, image_size=(48, 64))
+    video_root = str(datasets / "demo_shapes_video")
+    generate_demo_video_dataset(video_root, num_train=1, num_val=1, image_size=(32, 48), num_frames=(2, 2))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DETECTRON2_DATASETS", str(datasets))
         register_demo_datasets(str(root))
+        register_demo_video_datasets(video_root)
         yield root
     register_demo_datasets()
+    register_demo_video_datasets()
 
 
 def evaluator_names(evaluator):
@@ -91,7 +97,9 @@ def test_every_family_has_a_table():
     [(r, t) for r, table in EXPECTED_EVALUATORS.items() for t in sorted(table) if t != "lvis"],
 )
 def test_evaluators_are_chosen_by_recipe_and_evaluator_type(demo_root, tmp_path, recipe, evaluator_type):
-    source = "demo_shapes_instance_val" if evaluator_type == "coco" else "demo_shapes_panoptic_val_with_sem_seg"
+    source = {"coco": "demo_shapes_instance_val", "ytvis": "demo_shapes_video_val"}.get(
+        evaluator_type, "demo_shapes_panoptic_val_with_sem_seg"
+    )
     name = register_like(f"test_evaluators_{evaluator_type}", source, evaluator_type=evaluator_type)
     cfg = recipe_cfg(recipe, tmp_path)
     assert evaluator_names(build_evaluator(cfg, name)) == EXPECTED_EVALUATORS[recipe][evaluator_type]

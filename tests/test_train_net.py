@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
@@ -26,16 +25,17 @@ import mask_former.modeling.criterion as criterion_module
 from conftest import REPO
 from helpers import tiny_cfg
 from mask_former.checkpoint import CheckpointShapeError
+from mask_former.config import build_config
 from mask_former.data.demo_dataset import generate_demo_dataset, register_demo_datasets
 from mask_former.engine import (
     IterationBatchSampler,
     SemanticSegmentorWithTTA,
     Trainer,
-    build_config,
     build_optimizer,
     build_step_trainer,
     launch,
 )
+from mask_former.engine.main import cli, evaluate
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 
@@ -113,15 +113,6 @@ def train(cfg, *, resume=False, hooks=()):
     return trainer
 
 
-def import_train_net():
-    sys.path.insert(0, str(REPO))
-    try:
-        import train_net
-    finally:
-        sys.path.remove(str(REPO))
-    return train_net
-
-
 def ground_truth_segments(record):
     """(contiguous class id, ``[H, W]`` bool mask) of every segment of a test record."""
     if "pan_seg_file_name" in record:
@@ -194,7 +185,7 @@ def test_train_and_evaluate(demo_root, tmp_path, task, monkeypatch):
     monkeypatch.setattr(Trainer, "test", classmethod(test_perfect_predictions))
     eval_cfg = cfg.clone()
     eval_cfg.MODEL.WEIGHTS = str(tmp_path / "model_final.pth")
-    results = import_train_net().evaluate(eval_cfg, resume=False)
+    results = evaluate(eval_cfg, resume=False)
     for task_name, metric in TASK_METRICS[task]:
         assert results[task_name][metric] == pytest.approx(100.0), (task_name, results)
 
@@ -244,6 +235,23 @@ def test_resume_continues_exactly(demo_root, tmp_path):
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+@pytest.mark.parametrize("precise_bn", [False, True])
+def test_precise_bn_recomputes_batch_norm_statistics_at_the_end(demo_root, tmp_path, precise_bn):
+    cfg = task_cfg("semantic", tmp_path)
+    cfg.MODEL.SEM_SEG_HEAD.NORM = "BN"
+    cfg.DATASETS.TEST = ()
+    cfg.TEST.PRECISE_BN.ENABLED = precise_bn
+    cfg.TEST.PRECISE_BN.NUM_ITER = 3
+    trainer = train(cfg)
+    hook_types = [type(hook).__name__ for hook in trainer.build_hooks() if hook is not None]
+    expected = ["IterationTimer", "LRScheduler", "PreciseBN", "PeriodicCheckpointer", "EvalHook", "PeriodicWriter"]
+    assert hook_types == [name for name in expected if precise_bn or name != "PreciseBN"]
+    batch_norms = [m for m in trainer.model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batch_norms
+    # Two training iterations, then (with PreciseBN) its three batches.
+    assert {m.num_batches_tracked.item() for m in batch_norms} == {5 if precise_bn else 2}
 
 
 def batches(sampler, count):
@@ -434,8 +442,7 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert result.returncode == 2
     assert "error: command-line options: Non-existent key: MODEL.NOT_A_KEY" in result.stderr
 
-    train_net = import_train_net()
-    assert train_net.cli(["--config-file", str(tmp_path / "missing.yaml")]) == 2
+    assert cli(["--config-file", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
 
 

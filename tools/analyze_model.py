@@ -17,15 +17,15 @@ import sys
 from typing import Dict, List
 
 import torch
-from fvcore.nn import FlopCountAnalysis, flop_count_table, parameter_count, parameter_count_table
-from torch import nn
-
 from detectron2.data import build_detection_test_loader
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
+from fvcore.nn import FlopCountAnalysis, flop_count_table, parameter_count, parameter_count_table
+from torch import nn
 
 import mask_former  # noqa: F401  (registers the model and datasets)
-from mask_former.engine import ConfigError, build_config
+from mask_former.config import build_config
+from mask_former.errors import ConfigError
 
 
 class MaskFormerNetwork(nn.Module):

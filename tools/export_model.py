@@ -20,7 +20,7 @@ from detectron2.utils.logger import setup_logger
 
 import mask_former  # noqa: F401  (registers the model and datasets)
 from mask_former.checkpoint import MaskFormerCheckpointer, add_random_weights_flag, random_weights_opts
-from mask_former.engine import build_config
+from mask_former.config import build_config
 from mask_former.export.exporter import export_model
 from mask_former.export.runtime import MODEL_FILES
 

@@ -42,15 +42,15 @@ import logging
 import os
 import shutil
 import uuid
+from functools import partial
 
 import numpy as np
 import pycocotools.mask as mask_util
-from PIL import Image
-from panopticapi.utils import id2rgb
-from tqdm import tqdm
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
+from panopticapi.utils import id2rgb
+from PIL import Image
+from tqdm import tqdm
 
 from .datasets import panoptic_metadata, register_coco_panoptic_annos_sem_seg, register_sem_seg
 from .datasets.registration import datasets_root
@@ -60,6 +60,7 @@ __all__ = [
     "DEMO_DATASET_NAMES",
     "demo_dataset_root",
     "ensure_demo_dataset",
+    "generate_atomically",
     "generate_demo_dataset",
     "register_demo_datasets",
 ]
@@ -166,7 +167,7 @@ def _wall_texture(rng, height, width):
 STUFF_TEXTURES = {SKY: _sky_texture, GRASS: _grass_texture, WALL: _wall_texture}
 
 
-def _stuff_layout(rng, height, width):
+def stuff_layout(rng, height, width):
     """Sky above a wavy horizon, grass below, and sometimes a wall standing on one side.
 
     Returns:
@@ -188,6 +189,20 @@ def _stuff_layout(rng, height, width):
     return layout
 
 
+def draw_background(rng, height, width):
+    """Stuff regions (:func:`stuff_layout`) filled with their textures.
+
+    Returns:
+        tuple: ``[H, W]`` int64 contiguous stuff ids and the float ``[H, W, 3]`` RGB image.
+    """
+    layout = stuff_layout(rng, height, width)
+    image = np.zeros((height, width, 3))
+    for category, texture in STUFF_TEXTURES.items():
+        region = layout == category
+        image[region] = texture(rng, height, width)[region]
+    return layout, image
+
+
 def _shape_polygon(category, center, radius, angle):
     """Corners of a square or an equilateral triangle, rotated by ``angle``."""
     corners, scale = {SQUARE: (4, 1.2), TRIANGLE: (3, 1.25)}[category]
@@ -195,7 +210,7 @@ def _shape_polygon(category, center, radius, angle):
     return np.stack([np.cos(angles), np.sin(angles)], axis=1) * radius * scale + center
 
 
-def _shape_mask(category, center, radius, angle, height, width):
+def shape_mask(category, center, radius, angle, height, width):
     """Bool ``[H, W]`` mask of one shape (pixel centres inside it)."""
     ys, xs = np.mgrid[:height, :width] + 0.5
     if category == CIRCLE:
@@ -215,10 +230,10 @@ def _random_shape(rng, height, width):
     category = int(rng.choice(THING_IDS))
     radius = min(height, width) * rng.uniform(0.1, 0.22)
     center = rng.uniform((0.05 * width, 0.05 * height), (0.95 * width, 0.95 * height))
-    return category, _shape_mask(category, center, radius, rng.uniform(0, 2 * np.pi), height, width)
+    return category, shape_mask(category, center, radius, rng.uniform(0, 2 * np.pi), height, width)
 
 
-def _thing_texture(rng, category, height, width):
+def thing_texture(rng, category, height, width):
     """The class's colour, a random linear shading and pixel noise."""
     low, high = THING_COLOR_RANGES[category]
     ys, xs = np.mgrid[:height, :width]
@@ -269,11 +284,7 @@ def _draw_scene(rng, height, width):
         (contiguous class id, bool ``[H, W]`` visible mask) that tile the image except for
         unlabelled fragments.
     """
-    layout = _stuff_layout(rng, height, width)
-    image = np.zeros((height, width, 3))
-    for category, texture in STUFF_TEXTURES.items():
-        region = layout == category
-        image[region] = texture(rng, height, width)[region]
+    layout, image = draw_background(rng, height, width)
 
     unlabelled = np.zeros((height, width), dtype=bool)
     if rng.random() < ROCK_PROBABILITY:
@@ -285,7 +296,7 @@ def _draw_scene(rng, height, width):
     visible_things = []
     for category, mask in reversed(things):  # the last drawn is on top
         visible = mask & ~covered
-        image[visible] = _thing_texture(rng, category, height, width)[visible]
+        image[visible] = thing_texture(rng, category, height, width)[visible]
         covered |= mask
         visible_things.append((category, visible))
 
@@ -307,7 +318,7 @@ def _bbox(mask):
     return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
 
 
-def _rle(mask):
+def mask_rle(mask):
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
@@ -331,7 +342,7 @@ def _write_sample(paths, stem, image, segments):
             instances.append(
                 {
                     "category_id": dataset_id,
-                    "segmentation": _rle(mask),
+                    "segmentation": mask_rle(mask),
                     "area": area,
                     "bbox": bbox,
                     "iscrowd": 0,
@@ -402,7 +413,7 @@ def _write_json(path, content):
         json.dump(content, f)
 
 
-def _read_manifest(root):
+def read_manifest(root):
     """The manifest of a complete demo dataset at ``root``, or None."""
     path = os.path.join(root, MANIFEST)
     if not os.path.isfile(path):
@@ -412,10 +423,10 @@ def _read_manifest(root):
 
 
 def _remove_previous(root):
-    """Remove an earlier demo dataset (or an empty folder) at ``root``; refuse anything else."""
+    """Remove an earlier generated dataset (or an empty folder) at ``root``; refuse anything else."""
     if not os.path.exists(root):
         return
-    if _read_manifest(root) is None and os.listdir(root):
+    if read_manifest(root) is None and os.listdir(root):
         raise FileExistsError(
             f"{root} exists and is not a demo shapes dataset (no {MANIFEST}); remove it or "
             "choose another root"
@@ -457,8 +468,28 @@ def generate_demo_dataset(
         "image_size": list(image_size),
         "seed": seed,
     }
-    if not force and _read_manifest(root) == settings:
-        logger.info(f"Demo dataset already complete at {root}; not regenerating.")
+
+    def write(staging):
+        with tqdm(total=num_train + num_val, desc="Generating demo shapes", unit="img") as bar:
+            for split, count in zip(SPLITS, (num_train, num_val)):
+                _write_split(staging, split, count, tuple(image_size), seed, bar)
+
+    return generate_atomically(root, settings, write, force, "Demo dataset")
+
+
+def generate_atomically(root, settings, write, force=False, what="Dataset"):
+    """Run ``write(folder)`` to generate a dataset at ``root`` with a manifest holding ``settings``.
+
+    Skipped where ``root`` already holds a complete dataset (its manifest) of the same settings,
+    unless ``force``; an earlier generated dataset with other settings is replaced, any other
+    content of ``root`` refused. ``write`` fills a temporary folder beside ``root``, moved into
+    place at the end, so an interrupted run leaves no partial dataset.
+
+    Returns:
+        str: ``root``.
+    """
+    if not force and read_manifest(root) == settings:
+        logger.info(f"{what} already complete at {root}; not regenerating.")
         return root
     _remove_previous(root)
 
@@ -466,17 +497,15 @@ def generate_demo_dataset(
     staging = os.path.join(parent, f".{name}-{uuid.uuid4().hex}")
     os.makedirs(staging)
     try:
-        with tqdm(total=num_train + num_val, desc="Generating demo shapes", unit="img") as bar:
-            for split, count in zip(SPLITS, (num_train, num_val)):
-                _write_split(staging, split, count, tuple(image_size), seed, bar)
+        write(staging)
         _write_json(os.path.join(staging, MANIFEST), settings)
         os.rename(staging, root)
     except OSError:
-        if _read_manifest(root) is None:  # not another process finishing first
+        if read_manifest(root) is None:  # not another process finishing first
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info(f"Demo dataset written to {root}.")
+    logger.info(f"{what} written to {root}.")
     return root
 
 
@@ -484,7 +513,7 @@ def ensure_demo_dataset(root=None):
     """Generate the demo dataset with default settings at ``root`` (default
     :func:`demo_dataset_root`) unless a complete one is there. Returns ``root``."""
     root = root or demo_dataset_root()
-    if _read_manifest(root) is None:
+    if read_manifest(root) is None:
         generate_demo_dataset(root)
     return root
 
@@ -493,18 +522,20 @@ def ensure_demo_dataset(root=None):
 # Registration.
 
 
-def _generate_before_loading(name, root):
-    """Make the loader registered as ``name`` generate the dataset first where it is missing."""
+def generate_before_loading(name, ensure):
+    """Make the loader registered as ``name`` call ``ensure()`` (which generates the dataset where it
+    is missing) first."""
     load = DatasetCatalog.pop(name)
 
     def generate_and_load():
-        ensure_demo_dataset(root)
+        ensure()
         return load()
 
     DatasetCatalog.register(name, generate_and_load)
 
 
-def _unregister(name):
+def unregister(name):
+    """Remove ``name`` from detectron2's dataset and metadata catalogs where it is there."""
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
     if name in MetadataCatalog.list():
@@ -546,12 +577,12 @@ def register_demo_datasets(root=None):
     (default :func:`demo_dataset_root`). No file is read or written here."""
     root = root or demo_dataset_root()
     for name in DEMO_DATASET_NAMES:
-        _unregister(name)
+        unregister(name)
     metadata = panoptic_metadata(DEMO_CATEGORIES)
     for split in SPLITS:
         _register_split(root, split, metadata)
     for name in DEMO_DATASET_NAMES:
-        _generate_before_loading(name, root)
+        generate_before_loading(name, partial(ensure_demo_dataset, root))
 
 
 register_demo_datasets()

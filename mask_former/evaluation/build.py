@@ -18,8 +18,9 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
-from .instance_evaluation import InstanceSegEvaluator
 from ..modeling.build import model_recipe
+from .instance_evaluation import InstanceSegEvaluator
+from .ytvis_evaluation import YTVISEvaluator
 
 __all__ = ["EVALUATOR_BUILDERS", "MASK2FORMER_EVALUATORS", "MASKFORMER_EVALUATORS", "build_evaluator"]
 
@@ -90,6 +91,10 @@ def _lvis_instance(cfg, dataset_name: str, output_dir: str) -> LVISEvaluator:
     return LVISEvaluator(dataset_name, tasks=_MASK_AP_TASKS, output_dir=output_dir)
 
 
+def _ytvis(cfg, dataset_name: str, output_dir: str) -> YTVISEvaluator:
+    return YTVISEvaluator(dataset_name, output_dir=output_dir)
+
+
 def _cityscapes_semantic(cfg, dataset_name: str, output_dir: str) -> CityscapesSemSegEvaluator:
     return CityscapesSemSegEvaluator(dataset_name)
 
@@ -136,6 +141,8 @@ MASK2FORMER_EVALUATORS: EvaluatorTable = {
         _only_if("INSTANCE_ON", _cityscapes_instance),
     ),
     "lvis": (_lvis_instance,),
+    # Video instance segmentation (Mask2Former's video project).
+    "ytvis": (_ytvis,),
 }
 """Mask2Former: ``evaluator_type`` -> the builders of its evaluators."""
 

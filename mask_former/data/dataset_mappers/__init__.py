@@ -2,6 +2,7 @@
 through :data:`DATASET_MAPPER_REGISTRY` (see :func:`build_dataset_mapper`)."""
 from .augmentations import ColorAugSSD, ColorAugSSDTransform
 from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from .clip_augmentations import ClipLevel, augment_clip, build_clip_augmentations
 from .coco_lsj_dataset_mappers import (
     COCOInstanceNewBaselineDatasetMapper,
     COCOPanopticNewBaselineDatasetMapper,
@@ -10,10 +11,12 @@ from .detr_panoptic_dataset_mapper import DETRPanopticDatasetMapper
 from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper
 from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
+from .ytvis_dataset_mapper import YTVISDatasetMapper
 
 __all__ = [
     "COCOInstanceNewBaselineDatasetMapper",
     "COCOPanopticNewBaselineDatasetMapper",
+    "ClipLevel",
     "ColorAugSSD",
     "ColorAugSSDTransform",
     "DATASET_MAPPER_REGISTRY",
@@ -21,5 +24,8 @@ __all__ = [
     "MaskFormerInstanceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",
+    "YTVISDatasetMapper",
+    "augment_clip",
+    "build_clip_augmentations",
     "build_dataset_mapper",
 ]

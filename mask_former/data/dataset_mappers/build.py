@@ -30,6 +30,9 @@ dict: ``image`` (uint8 ``[3, H, W]`` in ``cfg.INPUT.FORMAT``) and ``instances`` 
 ``gt_classes`` int64 ``[N]`` and ``gt_masks`` bool ``[N, H, W]``), plus ``sem_seg`` (int64
 ``[H, W]``) where the mapper produces one. The mappers are for training only, as upstream:
 evaluation reads images with detectron2's ``DatasetMapper``.
+
+The video mapper ``ytvis`` (:class:`YTVISDatasetMapper`) maps a video's dict to a clip instead:
+lists of frames and of per-frame ``Instances``; it also builds inference clips (``is_train=False``).
 """
 
 
