@@ -219,6 +219,7 @@ def run(args) -> None:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="fvcore")
+    setup_logger(name="mask_former")
     setup_logger()
     try:
         run(args)

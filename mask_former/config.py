@@ -103,11 +103,16 @@ def add_maskformer2_config(cfg):
     mf.OVERSAMPLE_RATIO = 3.0
     mf.IMPORTANCE_SAMPLE_RATIO = 0.75
     # Loading a checkpoint whose parameter shapes differ from the model's is an error, unless
-    # this is True (fine-tuning to other classes): then those parameters are skipped, as fvcore does.
+    # this is True: then every such parameter is skipped (keeps its initialization), as fvcore does.
     mf.ALLOW_CHECKPOINT_SHAPE_MISMATCH = False
-    # At evaluation and in the demo, empty MODEL.WEIGHTS or a checkpoint that leaves parameters
-    # uninitialized (or holds keys the model lacks) is an error, unless this is True: then the
-    # model runs with random parameters, with a warning. Training is not affected.
+    # False: fine-tuning a trained model to other classes. The class head (sem_seg_head.predictor.class_embed.*
+    # and criterion.empty_weight) is not loaded from MODEL.WEIGHTS but initialized fresh, and every other
+    # parameter must load (a missing, unexpected or mismatched one is an error). Resuming the run's own
+    # checkpoints (--resume) and evaluation load the class head whatever this says.
+    mf.LOAD_CLASS_HEAD = True
+    # At evaluation, in the demo and in tools/export_model.py (and in training with LOAD_CLASS_HEAD False),
+    # empty MODEL.WEIGHTS or a checkpoint that leaves parameters uninitialized (or holds keys the model lacks)
+    # is an error, unless this is True: then the model runs with random parameters, with a warning.
     mf.ALLOW_RANDOM_WEIGHTS = False
 
     test = mf.TEST = CfgNode()

@@ -8,6 +8,8 @@ from detectron2.structures import Instances
 from helpers import golden_cfg
 from PIL import Image
 
+from mask_former.checkpoint import MaskFormerCheckpointer
+
 FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic", "maskformer_v1_coco_panoptic",
             "m2f_ade20k_semantic_train"]
 TRAIN_FIXTURES = ["maskformer_v1_coco_panoptic", "m2f_ade20k_semantic_train"]
@@ -21,6 +23,8 @@ def golden_runs(request):
 
 
 def run_fixture(folder):
+    """Upstream's weights through detectron2's own, plain ``DetectionCheckpointer``: the modules' state-dict
+    upgrades alone make every key fit."""
     cfg = golden_cfg(folder)
     model = build_model(cfg).eval()
     checkpointer = DetectionCheckpointer(model)
@@ -99,17 +103,28 @@ def test_golden_training_losses_and_gradients(name, golden_dir):
         assert torch.cat(grads).norm().item() == pytest.approx(expected, rel=1e-3), module_name
 
 
-def test_model_zoo_pkl_checkpoint_loads_like_the_pth(golden_dir, tmp_path):
-    """Upstream's model zoo ships ``.pkl`` files: numpy arrays under "model", plus "__author__"."""
+@pytest.mark.parametrize("checkpointer", [DetectionCheckpointer, MaskFormerCheckpointer])
+def test_model_zoo_pkl_checkpoint_loads_like_the_pth(golden_dir, tmp_path, checkpointer):
+    """Upstream's model zoo ships ``.pkl`` files: numpy arrays under "model", "__author__" and
+    "matching_heuristics"; MaskFormerCheckpointer reads them with its numpy-only unpickler."""
     import pickle
 
     folder = golden_dir("m2f_coco_panoptic")
-    state = torch.load(folder / "weights.pth", weights_only=False)["model"]
+    state = torch.load(folder / "weights.pth", weights_only=True)["model"]
     pkl = tmp_path / "model_final.pkl"
     with open(pkl, "wb") as f:
-        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "upstream"}, f)
+        zoo = {"model": {k: v.numpy() for k, v in state.items()}, "__author__": "upstream"}
+        pickle.dump({**zoo, "matching_heuristics": True}, f)
     model = build_model(golden_cfg(folder)).eval()
-    DetectionCheckpointer(model).load(str(pkl))
+    options = {"for_inference": True} if checkpointer is MaskFormerCheckpointer else {}
+    checkpointer(model, **options).load(str(pkl))
     loaded = model.state_dict()
     for key, value in state.items():
         assert torch.equal(loaded[key], value), key
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_golden_weights_load_completely_with_the_maskformer_checkpointer(name, golden_dir):
+    folder = golden_dir(name)
+    model = build_model(golden_cfg(folder))
+    MaskFormerCheckpointer(model, for_inference=True).load(str(folder / "weights.pth"))  # strict: raises otherwise

@@ -1,5 +1,4 @@
 """Training and evaluation: the trainer and its pieces, the launcher, test-time augmentation."""
-from ..checkpoint import AtomicCheckpointer, atomic_write
 from ..evaluation import EVALUATOR_BUILDERS, build_evaluator
 from .launch import launch
 from .optimizer import build_optimizer, get_param_groups
@@ -9,14 +8,12 @@ from .trainer import Trainer, build_step_trainer, training_seed
 from .tta import SemanticSegmentorWithTTA
 
 __all__ = [
-    "AtomicCheckpointer",
     "EVALUATOR_BUILDERS",
     "IterationBatchSampler",
     "IterationDataLoader",
     "SeededMapDataset",
     "SemanticSegmentorWithTTA",
     "Trainer",
-    "atomic_write",
     "build_evaluator",
     "build_optimizer",
     "build_step_trainer",

@@ -16,7 +16,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint import InferenceCheckpointer, add_random_weights_flag, random_weights_opts
+from ..checkpoint import MaskFormerCheckpointer, add_random_weights_flag, random_weights_opts
 from ..config import build_config
 from ..data.datasets.custom import add_dataset_flag, check_config, register_dataset_descriptions
 from ..errors import CheckpointError, ConfigError, DatasetDescriptionError
@@ -56,9 +56,7 @@ def evaluate(cfg: CfgNode, resume: bool) -> OrderedDict:
     """Evaluate ``MODEL.WEIGHTS`` (or, with ``resume``, the last checkpoint of ``OUTPUT_DIR``), which
     must initialize every parameter unless ``MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS``."""
     model = Trainer.build_model(cfg)
-    checkpointer = InferenceCheckpointer(
-        model, save_dir=cfg.OUTPUT_DIR, allow_random_weights=cfg.MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS
-    )
+    checkpointer = MaskFormerCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR, for_inference=True)
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     results = Trainer.test(cfg, model)
     if cfg.TEST.AUG.ENABLED:

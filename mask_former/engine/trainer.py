@@ -21,7 +21,7 @@ from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
 from torch import nn
 
-from ..checkpoint import AtomicCheckpointer
+from ..checkpoint import MaskFormerCheckpointer
 from ..config import uses_cuda
 from ..data.dataset_mappers import build_dataset_mapper
 from ..evaluation import build_evaluator
@@ -105,7 +105,7 @@ class Trainer(TrainerBase):
         model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
         self.step_trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = MaskFormerCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.last_eval_results: Optional[OrderedDict] = None
         self.register_hooks(self.build_hooks())

@@ -52,12 +52,10 @@ class MaskFormer(nn.Module):
         instance_on: bool,
         test_topk_per_image: int,
         recipe: Recipe = RECIPES["mask2former"],
-        allow_checkpoint_shape_mismatch: bool = False,
         channels_last: bool = False,
     ):
         super().__init__()
         self.recipe = recipe
-        self.allow_checkpoint_shape_mismatch = allow_checkpoint_shape_mismatch
         self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.sem_seg_head = sem_seg_head
@@ -108,7 +106,6 @@ class MaskFormer(nn.Module):
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "recipe": recipe,
-            "allow_checkpoint_shape_mismatch": cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
             "channels_last": cfg.MODEL.MASK_FORMER.CHANNELS_LAST,
         }
 
