@@ -2,13 +2,11 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
-
-from helpers import golden_cfg
+from helpers import golden_cfg, run_fixture
+from PIL import Image
 
 FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic", "maskformer_v1_coco_panoptic",
             "m2f_ade20k_semantic_train"]
@@ -20,20 +18,6 @@ PANOPTIC_AGREEMENT = {"maskformer_v1_coco_panoptic": 0.9999}
 @pytest.fixture(scope="module")
 def golden_runs(request):
     return {}
-
-
-def run_fixture(folder):
-    cfg = golden_cfg(folder)
-    model = build_model(cfg).eval()
-    checkpointer = DetectionCheckpointer(model)
-    checkpoint = checkpointer._load_file(str(folder / "weights.pth"))
-    incompatible = checkpointer._load_model(checkpoint)
-    image = np.array(Image.open(folder / "input.png").convert(cfg.INPUT.FORMAT))
-    reference = torch.load(folder / "outputs.pt", weights_only=False)
-    with torch.no_grad():
-        output = model([{"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
-                         "height": reference["height"], "width": reference["width"]}])[0]
-    return incompatible, output, reference
 
 
 @pytest.mark.parametrize("name", FIXTURES)
