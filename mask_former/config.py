@@ -126,6 +126,11 @@ def add_maskformer2_config(cfg):
     test.OVERLAP_THRESHOLD = 0.0
     # Semantic inference on the padded, resized output (True) or after resizing back (False).
     test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+    # Run the network (backbone, pixel decoder, transformer decoder) at inference under torch.autocast in
+    # this dtype on the model's device: "" (float32, upstream), "bfloat16" or "float16". The post-processing
+    # stays float32; training is not affected. bfloat16 is faster on CPUs with native bf16 (AVX-512 BF16,
+    # AMX, Arm BF16); elsewhere it is emulated and slower (see README).
+    test.AUTOCAST_DTYPE = ""
 
     head = cfg.MODEL.SEM_SEG_HEAD
     # Channels of the per-pixel mask embeddings.

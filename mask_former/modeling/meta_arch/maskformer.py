@@ -1,5 +1,5 @@
 """``MaskFormer``: the meta-architecture of MaskFormer and Mask2Former."""
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from ..fast_paths.frozen_bn import fold_frozen_batch_norm
 from ..padding import padded_size
 from ..postprocessing import instance_inference, panoptic_inference, semantic_inference
+from ..precision import autocast_dtype, run_autocast
 from ..recipe import RECIPES, Recipe, build_recipe
 
 
@@ -53,6 +54,7 @@ class MaskFormer(nn.Module):
         test_topk_per_image: int,
         recipe: Recipe = RECIPES["mask2former"],
         channels_last: bool = False,
+        inference_dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
         self.recipe = recipe
@@ -72,6 +74,7 @@ class MaskFormer(nn.Module):
         self.instance_on = instance_on
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
+        self.inference_dtype = inference_dtype
         if not semantic_on and not sem_seg_postprocess_before_inference:
             raise ValueError(
                 "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE must be True when SEMANTIC_ON is False"
@@ -107,6 +110,7 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "recipe": recipe,
             "channels_last": cfg.MODEL.MASK_FORMER.CHANNELS_LAST,
+            "inference_dtype": autocast_dtype(test.AUTOCAST_DTYPE),
         }
 
     @property
@@ -134,8 +138,12 @@ class MaskFormer(nn.Module):
         if not self.training:
             return self.inference_by_padded_size(batched_inputs)
         images = self.preprocess_images(batched_inputs)
-        outputs = self.sem_seg_head(self.backbone_features(images))
-        return self.losses(outputs, batched_inputs, images)
+        return self.losses(self.network(images), batched_inputs, images)
+
+    def network(self, images: ImageList) -> Dict:
+        """Backbone, pixel decoder and transformer decoder: the predictions (``pred_logits [B, Q, K+1]``,
+        ``pred_masks [B, Q, H/4, W/4]``, ...) of the padded batch."""
+        return self.sem_seg_head(self.backbone_features(images))
 
     def backbone_features(self, images: ImageList) -> Dict[str, Tensor]:
         return self.backbone(images.tensor.contiguous(memory_format=self.memory_format))
@@ -155,7 +163,7 @@ class MaskFormer(nn.Module):
         for indices in groups.values():
             group = [batched_inputs[i] for i in indices]
             images = self.preprocess_images(group)
-            outputs = self.sem_seg_head(self.backbone_features(images))
+            outputs = run_autocast(self.inference_dtype, self.device, self.network, images)
             for i, result in zip(indices, self.inference(outputs, group, images)):
                 results[i] = result
         return results
