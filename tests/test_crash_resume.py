@@ -110,6 +110,7 @@ def straight_run(setup_dir):
     output = setup_dir / "straight"
     result = run_train_net(setup_dir, output)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert list(output.glob("events.out.tfevents.*")), "every run writes TensorBoard events"
     return final_weights(output)
 
 
