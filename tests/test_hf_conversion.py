@@ -29,13 +29,13 @@ IMAGE_MEAN, IMAGE_STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 HEIGHT, WIDTH = 70, 90
 
 
-def tiny_hf_config(**backbone):
+def tiny_hf_config(hidden_dim=32):
     swin = transformers.SwinConfig(
         embed_dim=16, depths=[2, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=4, image_size=64,
-        out_features=["stage1", "stage2", "stage3", "stage4"], **backbone
+        out_features=["stage1", "stage2", "stage3", "stage4"],
     )
     return transformers.Mask2FormerConfig(
-        backbone_config=swin, feature_size=32, mask_feature_size=32, hidden_dim=32, dim_feedforward=64,
+        backbone_config=swin, feature_size=32, mask_feature_size=32, hidden_dim=hidden_dim, dim_feedforward=64,
         encoder_layers=1, decoder_layers=3, num_attention_heads=4, num_queries=5,
         id2label=dict(enumerate(CLASSES)), use_pretrained_backbone=False,
     )
@@ -120,6 +120,18 @@ def test_converted_model_gives_hf_outputs(our_model, hf_model, images):
         theirs = hf_model(pixel_values=x)
     assert ours["pred_masks"].shape == theirs.masks_queries_logits.shape == (2, 5, 18, 23)
     assert_outputs_equal(ours, theirs, rtol=1e-4)
+
+
+def test_decoder_wider_than_pixel_decoder_converts(tmp_path, images):
+    """hidden_dim != feature_size: the transformer decoder projects its inputs (input_projections)."""
+    torch.manual_seed(2)
+    hf_model = transformers.Mask2FormerForUniversalSegmentation(tiny_hf_config(hidden_dim=64)).eval()
+    config = hf_config_to_ours(hf_model.config.to_dict())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    model = build_model(build_config(str(tmp_path / "config.yaml"), ["MODEL.DEVICE", "cpu"])).eval()
+    model.load_state_dict(hf_state_dict_to_ours(hf_model.state_dict(), window_size=4))
+    with torch.no_grad():
+        assert_outputs_equal(model.sem_seg_head(model.backbone(images)), hf_model(pixel_values=images), rtol=1e-4)
 
 
 def test_round_trip_to_hf_gives_the_original_outputs(converted, hf_model, images, tmp_path):
