@@ -158,6 +158,15 @@ def test_names_of_models_in_memory_convert_as_files(hf_model, converted):
     assert all(torch.equal(from_memory[key], from_file[key]) for key in from_file)
 
 
+def test_pytorch_model_bin_is_read(hf_model, hf_dir, converted, tmp_path):
+    (tmp_path / "config.json").write_text((hf_dir / "config.json").read_text())
+    torch.save(hf_model.state_dict(), tmp_path / "pytorch_model.bin")
+    assert load_tool("convert_hf_mask2former.py").main([str(tmp_path), str(tmp_path / "out")]) == 0
+    from_bin = torch.load(tmp_path / "out" / "model.pth", weights_only=True)["model"]
+    from_safetensors = torch.load(converted / "model.pth", weights_only=True)["model"]
+    assert all(torch.equal(from_bin[key], value) for key, value in from_safetensors.items())
+
+
 def test_unknown_parameters_are_listed(hf_model):
     state = {**hf_model.state_dict(), "model.extra_head.weight": torch.zeros(1)}
     with pytest.raises(HuggingFaceConversionError, match=r"unknown: \['model.extra_head.weight'\]"):
