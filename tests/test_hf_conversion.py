@@ -17,8 +17,8 @@ from mask_former.checkpoint.huggingface import (
     hf_state_dict_to_ours,
     ours_config_to_hf,
 )
+from mask_former.config import build_config
 from mask_former.data.datasets.custom import load_dataset_description
-from mask_former.engine import build_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: nothing is downloaded
 transformers = pytest.importorskip("transformers")

@@ -23,7 +23,7 @@ import yaml
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
-from ..engine import build_config
+from ..config import build_config
 from ..errors import HuggingFaceConversionError
 from ..modeling.backbone.swin import relative_position_index
 from . import InferenceCheckpointer, atomic_write, load_weights_only
