@@ -26,7 +26,8 @@ from detectron2.modeling import build_model
 from ..config import build_config
 from ..errors import HuggingFaceConversionError
 from ..modeling.backbone.swin import relative_position_index
-from . import InferenceCheckpointer, atomic_write, load_weights_only
+from .checkpointer import MaskFormerCheckpointer
+from .files import atomic_write, load_weights_only
 
 __all__ = [
     "HuggingFaceConversionError",
@@ -678,7 +679,7 @@ def convert_to_hf(config_file: str, weights: str, out_dir: str, *, classes_file:
     names = read_class_names(classes_file) if classes_file else config_class_names(cfg)
     config, preprocessor = ours_config_to_hf(cfg, names)
     model = build_model(cfg)
-    InferenceCheckpointer(model).load(weights)
+    MaskFormerCheckpointer(model, for_inference=True).load(weights)
     hf_state = ours_state_dict_to_hf(model.state_dict())
     os.makedirs(out_dir, exist_ok=True)
     for file, content in (("config.json", config), ("preprocessor_config.json", preprocessor)):
