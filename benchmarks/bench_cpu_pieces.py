@@ -24,13 +24,15 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from timing import median_seconds
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mask_former.modeling.layers import mask_logits, mask_logits_reference  # noqa: E402
-from mask_former.modeling.matcher import HungarianMatcher  # noqa: E402
-from mask_former.modeling.postprocessing import mean_inside_probability, mean_inside_probability_per_query  # noqa: E402
-from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu  # noqa: E402
-from timing import median_seconds  # noqa: E402
+from mask_former.modeling.fast_paths.kept_queries import (
+    mean_inside_probability,
+    mean_inside_probability_per_query,
+)
+from mask_former.modeling.fast_paths.mask_logits import mask_logits, mask_logits_reference
+from mask_former.modeling.matcher import HungarianMatcher
+from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu
 
 MB = 2**20
 
@@ -122,8 +124,10 @@ def mask_logit_backward(runs):
 
 def importance_topk(runs):
     uncertainty = -torch.randn(12, 37632, generator=torch.Generator().manual_seed(0)).abs()
-    return [(f"importance top-k, sorted={flag}", median_ms(lambda: torch.topk(uncertainty, 9408, dim=1, sorted=flag), runs))
-            for flag in (True, False)]
+    return [
+        (f"importance top-k, sorted={flag}", median_ms(lambda: torch.topk(uncertainty, 9408, dim=1, sorted=flag), runs))
+        for flag in (True, False)
+    ]
 
 
 def backbone_eval(runs):
@@ -131,7 +135,7 @@ def backbone_eval(runs):
     from detectron2.layers import Conv2d, ShapeSpec
     from detectron2.modeling import build_resnet_backbone
 
-    from mask_former.modeling.backbone.frozen_bn_conv import FrozenBNConv2d, fold_frozen_batch_norm
+    from mask_former.modeling.fast_paths.frozen_bn import FrozenBNConv2d, fold_frozen_batch_norm
 
     cfg = get_cfg()
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
@@ -163,7 +167,8 @@ def main(argv=None) -> int:
                   mask_logit_backward, importance_topk, backbone_eval):
         print(f"[bench_cpu_pieces] {piece.__name__}", file=sys.stderr, flush=True)
         rows += piece(args.runs)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    processor = platform.processor() or platform.machine()
+    machine = f"{processor}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}")
     print("| piece | median ms |\n|---|---|")
     for name, ms in rows:

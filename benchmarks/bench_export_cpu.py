@@ -20,13 +20,13 @@ from typing import Dict
 import numpy as np
 import torch
 from detectron2.modeling import build_model
+from timing import median_seconds
 
 import mask_former  # noqa: F401  (registers the model)
-from mask_former.engine import build_config
+from mask_former.config import build_config
 from mask_former.export import load_exported
 from mask_former.export.exporter import export_model
 from mask_former.export.runtime import MODEL_FILES
-from timing import median_seconds
 
 
 def print_onnxruntime_profile(path: str, image: np.ndarray, runs: int, top: int = 12) -> None:
@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
     print("| config | size | eager s | onnxruntime s | speed-up | machine |")
     print("|---|---|---|---|---|---|")
-    print(f"| {os.path.basename(args.config_file)} | {args.size} | {eager_s:.3f} | {onnx_s:.3f} | {eager_s / onnx_s:.2f}x | {machine} |")
+    config = os.path.basename(args.config_file)
+    print(f"| {config} | {args.size} | {eager_s:.3f} | {onnx_s:.3f} | {eager_s / onnx_s:.2f}x | {machine} |")
     return 0
 
 

@@ -6,14 +6,10 @@ bench_train_cpu.py. Prints the top operators by self CPU time and by memory they
     MASK_FORMER_DEFORM_ATTN=pytorch .venv/bin/python benchmarks/profile_train_cpu.py --top 15
 """
 import argparse
-import os
 import sys
 
-import torch
+from bench_train_cpu import build_model, training_batch
 from torch.profiler import ProfilerActivity, profile
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_train_cpu import build_model, training_batch  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,7 +41,9 @@ def main(argv=None):
         print(f"[profile_train_cpu] warm-up step {i + 1}/{args.warmup}", file=sys.stderr, flush=True)
         step(model, batch)
     print("[profile_train_cpu] profiled step", file=sys.stderr, flush=True)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, with_stack=True, record_shapes=args.shapes) as prof:
+    with profile(
+        activities=[ProfilerActivity.CPU], profile_memory=True, with_stack=True, record_shapes=args.shapes
+    ) as prof:
         step(model, batch)
     grouping = {"group_by_input_shape": True} if args.shapes else {"group_by_stack_n": args.stack}
     for sort_by in ("self_cpu_time_total", "self_cpu_memory_usage"):

@@ -24,7 +24,6 @@ from typing import Dict, List
 import cv2
 import numpy as np
 import torch
-
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Instances
 from detectron2.utils.logger import setup_logger
@@ -32,15 +31,16 @@ from tqdm import tqdm
 
 import mask_former  # noqa: E402,F401  (registers the model and datasets)
 from mask_former.checkpoint import CheckpointError, add_random_weights_flag, random_weights_opts  # noqa: E402
+from mask_former.config import build_config  # noqa: E402
 from mask_former.data.datasets.custom import (  # noqa: E402
     DatasetDescriptionError,
     add_dataset_flag,
     check_config,
     register_dataset_descriptions,
 )
-from mask_former.engine import ConfigError, build_config  # noqa: E402
-from mask_former.export import load_exported  # noqa: E402
 from mask_former.engine.predictor import TASKS, VisualizationDemo  # noqa: E402
+from mask_former.errors import ConfigError  # noqa: E402
+from mask_former.export import load_exported  # noqa: E402
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -219,6 +219,7 @@ def run(args) -> None:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="fvcore")
+    setup_logger(name="mask_former")
     setup_logger()
     try:
         run(args)

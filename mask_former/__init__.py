@@ -1,9 +1,8 @@
 """MaskFormer and Mask2Former for Detectron2.
 
-Importing the package registers its backbone, heads, decoders, meta-architecture, dataset mappers
-and datasets into detectron2's registries, and makes ``DetectionCheckpointer`` refuse checkpoints
-whose shapes do not fit a MaskFormer model and read ``.pth`` files with ``weights_only=True`` (see
-``mask_former.checkpoint``).
+Importing the package registers its backbone, heads, decoders, meta-architectures, dataset mappers
+and datasets into detectron2's registries; it changes nothing else of detectron2 (checkpoints load
+with the rules of ``mask_former.checkpoint.MaskFormerCheckpointer`` where the tools use it).
 
 Without torch (a deployment with only numpy and onnxruntime) the package imports with nothing
 registered, so that the torch-free runtime ``mask_former.export`` can run exported models.
@@ -15,12 +14,9 @@ except ModuleNotFoundError:
 
 if torch is not None:
     from . import data, modeling
-    from .checkpoint import install_loading_rules
-    from .config import add_mask_former_config, add_maskformer2_config, add_maskformer2_video_config
+    from .config import add_maskformer2_config, add_maskformer2_video_config
 
-    install_loading_rules()
-
-    __all__ = ["add_maskformer2_config", "add_maskformer2_video_config", "add_mask_former_config", "data", "modeling"]
+    __all__ = ["add_maskformer2_config", "add_maskformer2_video_config", "data", "modeling"]
 else:
     __all__ = []
 

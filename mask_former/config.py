@@ -1,11 +1,24 @@
-"""Config keys of MaskFormer and Mask2Former.
+"""The config of MaskFormer and Mask2Former: its keys, and the config of a run.
 
-Call :func:`add_maskformer2_config` on a detectron2 config (after ``add_deeplab_config``, whose
-``SOLVER.POLY_LR_*`` and ``SEM_SEG_HEAD.LOSS_TYPE`` keys the upstream configs also set) before
-``merge_from_file``. Every key that the upstream MaskFormer and Mask2Former configs use is added
-here, under its upstream name and with its upstream default.
+:func:`add_maskformer2_config` adds every key that the upstream MaskFormer and Mask2Former configs
+use, under its upstream name and with its upstream default, to a detectron2 config (after
+``add_deeplab_config``, whose ``SOLVER.POLY_LR_*`` and ``SEM_SEG_HEAD.LOSS_TYPE`` keys the upstream
+configs also set); :func:`add_maskformer2_video_config` then adds Mask2Former-VIS's. :func:`build_config`
+builds the config of a run from a YAML file and command-line overrides, with errors that name the file or
+the key.
 """
-from detectron2.config import CfgNode as CN
+import logging
+import os
+from typing import Sequence
+
+import torch
+import yaml
+from detectron2.config import CfgNode, get_cfg
+from detectron2.projects.deeplab import add_deeplab_config
+
+from .errors import ConfigError
+
+__all__ = ["add_maskformer2_config", "add_maskformer2_video_config", "build_config", "uses_cuda"]
 
 
 def add_maskformer2_config(cfg):
@@ -45,7 +58,7 @@ def add_maskformer2_config(cfg):
     cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
 
     # Model.
-    mf = cfg.MODEL.MASK_FORMER = CN()
+    mf = cfg.MODEL.MASK_FORMER = CfgNode()
     # Losses on the predictions of every decoder layer, not only the last.
     mf.DEEP_SUPERVISION = True
     # Classification weight of the "no object" class.
@@ -75,7 +88,7 @@ def add_maskformer2_config(cfg):
     # Which upstream project's training and inference rules to follow: "maskformer" (v1: focal +
     # dice losses on full masks, argmax-only panoptic merge, v1's evaluators) or "mask2former"
     # (point-sampled losses, confident-pixel panoptic merge). "" derives it from the config:
-    # see mask_former.modeling.build.model_recipe.
+    # see mask_former.modeling.recipe.build_recipe.
     mf.RECIPE = ""
     # Inputs are padded to this size divisibility inside the model.
     mf.SIZE_DIVISIBILITY = 32
@@ -91,14 +104,19 @@ def add_maskformer2_config(cfg):
     mf.OVERSAMPLE_RATIO = 3.0
     mf.IMPORTANCE_SAMPLE_RATIO = 0.75
     # Loading a checkpoint whose parameter shapes differ from the model's is an error, unless
-    # this is True (fine-tuning to other classes): then those parameters are skipped, as fvcore does.
+    # this is True: then every such parameter is skipped (keeps its initialization), as fvcore does.
     mf.ALLOW_CHECKPOINT_SHAPE_MISMATCH = False
-    # At evaluation and in the demo, empty MODEL.WEIGHTS or a checkpoint that leaves parameters
-    # uninitialized (or holds keys the model lacks) is an error, unless this is True: then the
-    # model runs with random parameters, with a warning. Training is not affected.
+    # False: fine-tuning a trained model to other classes. The class head (sem_seg_head.predictor.class_embed.*
+    # and criterion.empty_weight) is not loaded from MODEL.WEIGHTS but initialized fresh, and every other
+    # parameter must load (a missing, unexpected or mismatched one is an error). Resuming the run's own
+    # checkpoints (--resume) and evaluation load the class head whatever this says.
+    mf.LOAD_CLASS_HEAD = True
+    # At evaluation, in the demo and in tools/export_model.py (and in training with LOAD_CLASS_HEAD False),
+    # empty MODEL.WEIGHTS or a checkpoint that leaves parameters uninitialized (or holds keys the model lacks)
+    # is an error, unless this is True: then the model runs with random parameters, with a warning.
     mf.ALLOW_RANDOM_WEIGHTS = False
 
-    test = mf.TEST = CN()
+    test = mf.TEST = CfgNode()
     # Which inference outputs to produce; any combination is allowed.
     test.SEMANTIC_ON = True
     test.INSTANCE_ON = False
@@ -109,6 +127,11 @@ def add_maskformer2_config(cfg):
     test.OVERLAP_THRESHOLD = 0.0
     # Semantic inference on the padded, resized output (True) or after resizing back (False).
     test.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False
+    # Run the network (backbone, pixel decoder, transformer decoder) at inference under torch.autocast in
+    # this dtype on the model's device: "" (float32, upstream), "bfloat16" or "float16". The post-processing
+    # stays float32; training is not affected. bfloat16 is faster on CPUs with native bf16 (AVX-512 BF16,
+    # AMX, Arm BF16); elsewhere it is emulated and slower (see README).
+    test.AUTOCAST_DTYPE = ""
 
     head = cfg.MODEL.SEM_SEG_HEAD
     # Channels of the per-pixel mask embeddings.
@@ -122,7 +145,7 @@ def add_maskformer2_config(cfg):
     head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
     head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
 
-    swin = cfg.MODEL.SWIN = CN()
+    swin = cfg.MODEL.SWIN = CfgNode()
     # D2SwinTransformer, with the upstream Swin Transformer's argument names.
     swin.PRETRAIN_IMG_SIZE = 224
     swin.PATCH_SIZE = 4
@@ -143,9 +166,6 @@ def add_maskformer2_config(cfg):
     # Gradient checkpointing of each Swin block (saves memory in training).
     swin.USE_CHECKPOINT = False
     return cfg
-
-
-add_mask_former_config = add_maskformer2_config
 
 
 def add_maskformer2_video_config(cfg):
@@ -177,4 +197,54 @@ def add_maskformer2_video_config(cfg):
     # to float rounding (these layers compute each frame alone). 0 runs every frame (of a window) at once,
     # as upstream.
     test.FRAME_CHUNK_SIZE = 4
+    return cfg
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether a ``MODEL.DEVICE`` value means running on CUDA here."""
+    return str(device).startswith("cuda") and torch.cuda.is_available()
+
+
+def _config_error(source: str, error: Exception) -> ConfigError:
+    # yacs puts its message ("Non-existent config key: X", "Type mismatch ... for config key: X")
+    # in args[0]; str() of a KeyError would add quotes.
+    message = error.args[0] if error.args else repr(error)
+    return ConfigError(f"{source}: {message}")
+
+
+def build_config(config_file: str = "", opts: Sequence[str] = (), *, freeze: bool = True) -> CfgNode:
+    """
+    detectron2's default config with the DeepLab, MaskFormer and Mask2Former-VIS keys, merged with ``config_file``
+    (upstream MaskFormer / Mask2Former / Mask2Former-VIS YAML files work unchanged) and the ``opts`` overrides
+    (``["KEY", "VALUE", ...]``).
+
+    ``MODEL.DEVICE`` "cuda" (the default) becomes "cpu", with a warning, where CUDA is not
+    available.
+
+    Raises:
+        ConfigError: the file does not exist or cannot be parsed, or a key is unknown, or a value
+            has the wrong type; the message names the file or the key.
+    """
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    add_maskformer2_video_config(cfg)
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ConfigError(f"config file {config_file!r} does not exist")
+        try:
+            cfg.merge_from_file(config_file)
+        except (KeyError, ValueError, AssertionError, OSError, yaml.YAMLError) as e:
+            raise _config_error(f"config file {config_file!r}", e) from e
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise _config_error("command-line options", e) from e
+    if cfg.MODEL.DEVICE.startswith("cuda") and not uses_cuda(cfg.MODEL.DEVICE):
+        logging.getLogger(__name__).warning(
+            f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: using the CPU"
+        )
+        cfg.MODEL.DEVICE = "cpu"
+    if freeze:
+        cfg.freeze()
     return cfg

@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "DatasetDescriptionError",
     "DatasetFileError",
+    "HuggingFaceConversionError",
     "IncompleteCheckpointError",
     "MissingWeightsError",
     "UnsafeCheckpointError",
@@ -64,3 +65,8 @@ class MissingWeightsError(CheckpointError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint file holds objects that are not loaded, so that loading runs no code from the file."""
+
+
+class HuggingFaceConversionError(CheckpointError):
+    """A Hugging Face model (or one of ours, to export) that the conversion between the two cannot represent;
+    the message names the file or config key."""

@@ -1,6 +1,11 @@
-"""Shared test helpers: configs for tiny models."""
+"""Shared test helpers: configs for tiny models, running the golden fixtures."""
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
+from detectron2.modeling import build_model
 from detectron2.projects.deeplab import add_deeplab_config
+from PIL import Image
 
 import mask_former
 
@@ -17,6 +22,25 @@ def golden_cfg(folder):
     cfg = base_cfg()
     cfg.merge_from_file(str(folder / "config.yaml"))
     return cfg
+
+
+def run_fixture(folder, opts=()):
+    """``(incompatible keys, output, reference)``: the golden fixture's model (config overridden by ``opts``,
+    ``["KEY", "VALUE", ...]``) with upstream's weights loaded by detectron2's own, plain ``DetectionCheckpointer``
+    (the modules' state-dict upgrades alone make every key fit), run in eval mode on its image as upstream was.
+    The incompatible keys are those of ``load_state_dict`` on the same file, which is what the checkpointer calls."""
+    cfg = golden_cfg(folder)
+    cfg.merge_from_list(list(opts))
+    model = build_model(cfg).eval()
+    weights = str(folder / "weights.pth")
+    DetectionCheckpointer(model).load(weights)
+    incompatible = model.load_state_dict(torch.load(weights, weights_only=True)["model"], strict=False)
+    image = np.array(Image.open(folder / "input.png").convert(cfg.INPUT.FORMAT))
+    reference = torch.load(folder / "outputs.pt", weights_only=False)
+    with torch.no_grad():
+        output = model([{"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
+                         "height": reference["height"], "width": reference["width"]}])[0]
+    return incompatible, output, reference
 
 
 def tiny_cfg(pixel_decoder="MSDeformAttnPixelDecoder", transformer_decoder="MultiScaleMaskedTransformerDecoder",

@@ -7,16 +7,15 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
 from conftest import REPO
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+from test_train_net import PYTHON, final_metrics, task_cfg
+
 from mask_former.data.datasets.custom import (
     DatasetDescriptionError,
     check_config,
@@ -27,7 +26,7 @@ from mask_former.data.datasets.custom import (
 from mask_former.data.datasets.custom_validation import validate_dataset
 from mask_former.data.demo_dataset import DEMO_CATEGORIES, generate_demo_dataset
 from mask_former.engine import build_evaluator
-from test_train_net import PYTHON, final_metrics, task_cfg
+from mask_former.engine import main as train_net  # what train_net.py runs
 
 SPLITS = ("train", "val")
 
@@ -92,11 +91,7 @@ def load_script(path):
     """The module of a script of the repository, for running its main() in this process."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(path.parent))
+    spec.loader.exec_module(module)
     return module
 
 
@@ -115,7 +110,6 @@ def run_train_net(argv, in_subprocess):
         result = subprocess.run([PYTHON, "train_net.py", *argv], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-3000:]
         return
-    train_net = load_script(REPO / "train_net.py")
     args = train_net.argument_parser().parse_args(argv)
     for description_file in args.dataset:
         unregister(description_file)
@@ -191,7 +185,6 @@ def test_train_net_reports_a_num_classes_mismatch_before_starting(demo_files, tm
     config = tmp_path / "config.yaml"
     config.write_text(task_cfg("instance", tmp_path / "out").dump())
     overrides = config_overrides(load_dataset_description(description_file))
-    train_net = load_script(REPO / "train_net.py")
     args = ["--config-file", str(config), "--dataset", description_file, *overrides]
     assert train_net.cli(args + ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "80"]) == 2
     error = capsys.readouterr().err
@@ -270,7 +263,8 @@ def test_panoptic_data_problems_are_named(data_copy):
     edit_json(data_copy / "annotations" / "panoptic_val.json", lambda c: c["annotations"][0]["segments_info"].pop())
     problems = problems_of(data_copy, "coco_panoptic")
     assert len(problems["train"]) == 1
-    assert "panoptic_train.json: segment 1 of 000001.png has category_id 42, not in 'categories'" in problems["train"][0]
+    expected = "panoptic_train.json: segment 1 of 000001.png has category_id 42, not in 'categories'"
+    assert expected in problems["train"][0]
     assert any("but not in segments_info" in p and "panoptic/val/000001.png" in p for p in problems["val"])
 
 
@@ -304,7 +298,11 @@ def test_check_dataset_tool_exit_status(data_copy, capsys):
 
 def test_panoptic_without_semantic_labels_or_instances_is_evaluated_for_pq_only(demo_files, caplog):
     splits = {
-        split: {key: path for key, path in FORMATS["coco_panoptic"][0](split).items() if key not in ("semantic", "instances_json")}
+        split: {
+            key: path
+            for key, path in FORMATS["coco_panoptic"][0](split).items()
+            if key not in ("semantic", "instances_json")
+        }
         for split in SPLITS
     }
     description = register_dataset_description(

@@ -3,10 +3,10 @@ and the key (malformed json, missing keys, duplicate or unknown ids)."""
 import json
 
 import pytest
+from test_dataset_registration import coco_panoptic_layout
 
 from mask_former.data.datasets import DatasetFileError, coco_panoptic_metadata, load_coco_panoptic_json
 from mask_former.data.datasets.loaders import load_coco_instances
-from test_dataset_registration import coco_panoptic_layout
 
 
 def load_panoptic(paths):
@@ -31,7 +31,10 @@ def remove(container, key):
 
 # case -> (edit of the panoptic json, regex the error matches)
 BROKEN_PANOPTIC_JSON = {
-    "no annotations": (remove(lambda c: c, "annotations"), r"panoptic\.json: key 'annotations': has no 'annotations' list"),
+    "no annotations": (
+        remove(lambda c: c, "annotations"),
+        r"panoptic\.json: key 'annotations': has no 'annotations' list",
+    ),
     "no segments_info": (
         remove(lambda c: c["annotations"][1], "segments_info"),
         r"panoptic\.json: annotation 1: key 'segments_info': is missing",

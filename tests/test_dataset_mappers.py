@@ -5,15 +5,13 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from PIL import Image
-from panopticapi.utils import id2rgb, rgb2id
-
 from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform as PointRendColorAugSSDTransform
 from detectron2.structures import BoxMode, polygons_to_bitmask
+from panopticapi.utils import id2rgb, rgb2id
+from PIL import Image
 
-from mask_former.data.datasets import DatasetFileError
 from mask_former.config import add_maskformer2_config
 from mask_former.data.dataset_mappers import (
     DATASET_MAPPER_REGISTRY,
@@ -22,8 +20,10 @@ from mask_former.data.dataset_mappers import (
     DETRPanopticDatasetMapper,
     MaskFormerInstanceDatasetMapper,
     MaskFormerSemanticDatasetMapper,
+    RandomPipeline,
     build_dataset_mapper,
 )
+from mask_former.data.datasets import DatasetFileError
 
 HEIGHT, WIDTH = 40, 60
 IGNORE = 255
@@ -534,6 +534,23 @@ def test_lsj_instance_output_is_image_size(instance_dict, max_scale):
         assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
 
+def test_lsj_instance_boxes_of_cut_polygons_are_their_extents_as_upstream(instance_dict):
+    cfg = make_cfg("coco_instance_lsj", num_classes=3, IMAGE_SIZE=48, MIN_SCALE=0.8, MAX_SCALE=0.8)
+    # Float corners, as COCO's: detectron2 transforms integer ones in place, truncated (upstream too).
+    instance_dict["annotations"][0]["segmentation"] = [[5.0, 5.0, 20.0, 5.0, 20.0, 15.0, 5.0, 15.0]]
+    out = build_dataset_mapper(cfg)(instance_dict)
+    rows, columns = torch.nonzero(~out["padding_mask"], as_tuple=True)
+    height, width = rows.max().item() + 1, columns.max().item() + 1  # the resized image
+    assert (height, width) != (HEIGHT, WIDTH)
+    boxes = out["instances"].gt_boxes.tensor
+    # The square polygon's corners, resized (upstream's PolygonMasks box) ...
+    x0, y0, x1, y1 = 5 * width / WIDTH, 5 * height / HEIGHT, 20 * width / WIDTH, 15 * height / HEIGHT
+    assert torch.allclose(boxes[0], torch.tensor([x0, y0, x1, y1]), atol=1e-4)
+    # ... and the RLE circle's tight mask box.
+    ys, xs = torch.nonzero(out["instances"].gt_masks[1], as_tuple=True)
+    assert boxes[1].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
 def test_lsj_panoptic_pads_with_void_and_makes_no_sem_seg(panoptic_dict):
     cfg = make_cfg("coco_panoptic_lsj", IMAGE_SIZE=64, MIN_SCALE=0.5, MAX_SCALE=0.5)
     out = build_dataset_mapper(cfg)(panoptic_dict)
@@ -622,7 +639,7 @@ def test_detr_panoptic_crops_half_of_the_time(panoptic_dict):
 
 def test_detr_panoptic_draws_no_coin_without_crop(panoptic_dict):
     mapper = build_dataset_mapper(make_cfg("detr_panoptic"))
-    assert mapper.crop_augmentations is None
+    assert not any(isinstance(a, RandomPipeline) for a in mapper.augmentations.augs)
     np.random.seed(3)
     mapper(panoptic_dict)
     after = np.random.rand()
@@ -634,7 +651,6 @@ def test_detr_panoptic_draws_no_coin_without_crop(panoptic_dict):
 def test_detr_panoptic_flip_moves_masks(panoptic_dict):
     mapper = DETRPanopticDatasetMapper(
         augmentations=[T.RandomFlip(prob=1.0)],
-        crop_augmentations=None,
         image_format="RGB",
         num_classes=4,
     )

@@ -88,7 +88,7 @@ def test_demo_on_video(config, tmp_path):
 
 
 def test_batch_predictor_matches_single_images(config):
-    from mask_former.engine import build_config
+    from mask_former.config import build_config
 
     batch_predictor = predictor.BatchPredictor(build_config(str(config)))
     same_size = [random_image(40, 60, 0), random_image(40, 60, 1)]

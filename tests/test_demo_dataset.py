@@ -7,14 +7,13 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from PIL import Image
-from panopticapi.utils import rgb2id
-from pycocotools.coco import COCO
-
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, SemSegEvaluator
 from detectron2.structures import BitMasks, Instances
+from panopticapi.utils import rgb2id
+from PIL import Image
+from pycocotools.coco import COCO
 
 from mask_former.config import add_maskformer2_config
 from mask_former.data.dataset_mappers import build_dataset_mapper

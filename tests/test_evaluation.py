@@ -5,16 +5,16 @@ import sys
 
 import pytest
 import torch
-
+from conftest import REPO
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
-
-from conftest import REPO
 from helpers import base_cfg, tiny_cfg
+
 from mask_former.data.demo_dataset import DEMO_CATEGORIES, generate_demo_dataset, register_demo_datasets
+from mask_former.data.demo_video_dataset import generate_demo_video_dataset, register_demo_video_datasets
 from mask_former.engine import EVALUATOR_BUILDERS, build_evaluator
-from mask_former.modeling.build import model_recipe
+from mask_former.modeling.recipe import RECIPES, build_recipe
 
 V1_COCO_PANOPTIC = REPO / "configs/maskformer/coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml"
 
@@ -42,6 +42,7 @@ EXPECTED_EVALUATORS = {
             "COCOPanopticEvaluator", "CityscapesSemSegEvaluator", "CityscapesInstanceEvaluator"
         },
         "lvis": {"LVISEvaluator"},
+        "ytvis": {"YTVISEvaluator"},
     },
 }
 
@@ -51,11 +52,15 @@ def demo_root(tmp_path_factory):
     datasets = tmp_path_factory.mktemp("datasets")
     root = datasets / "demo_shapes"
     generate_demo_dataset(str(root), num_train=1, num_val=3, image_size=(48, 64))
+    video_root = str(datasets / "demo_shapes_video")
+    generate_demo_video_dataset(video_root, num_train=1, num_val=1, image_size=(32, 48), num_frames=(2, 2))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DETECTRON2_DATASETS", str(datasets))
         register_demo_datasets(str(root))
+        register_demo_video_datasets(video_root)
         yield root
     register_demo_datasets()
+    register_demo_video_datasets()
 
 
 def evaluator_names(evaluator):
@@ -86,12 +91,18 @@ def test_every_family_has_a_table():
         assert set(table) == set(EXPECTED_EVALUATORS[recipe]), recipe
 
 
+def test_every_recipe_names_an_evaluator_table():
+    assert all(recipe.evaluator_family in EVALUATOR_BUILDERS for recipe in RECIPES.values())
+
+
 @pytest.mark.parametrize(
     "recipe, evaluator_type",
     [(r, t) for r, table in EXPECTED_EVALUATORS.items() for t in sorted(table) if t != "lvis"],
 )
 def test_evaluators_are_chosen_by_recipe_and_evaluator_type(demo_root, tmp_path, recipe, evaluator_type):
-    source = "demo_shapes_instance_val" if evaluator_type == "coco" else "demo_shapes_panoptic_val_with_sem_seg"
+    source = {"coco": "demo_shapes_instance_val", "ytvis": "demo_shapes_video_val"}.get(
+        evaluator_type, "demo_shapes_panoptic_val_with_sem_seg"
+    )
     name = register_like(f"test_evaluators_{evaluator_type}", source, evaluator_type=evaluator_type)
     cfg = recipe_cfg(recipe, tmp_path)
     assert evaluator_names(build_evaluator(cfg, name)) == EXPECTED_EVALUATORS[recipe][evaluator_type]
@@ -143,7 +154,7 @@ def test_v1_coco_panoptic_evaluation_runs_on_a_synthetic_split(demo_root, tmp_pa
     # semantic labels (as coco_2017_val_panoptic): upstream v1 evaluates PQ only.
     v1 = base_cfg()
     v1.merge_from_file(str(V1_COCO_PANOPTIC))
-    assert model_recipe(v1) == "maskformer"
+    assert build_recipe(v1).name == "maskformer"
     v1.DATASETS.TEST = ("demo_shapes_panoptic_val",)
     v1.OUTPUT_DIR = str(tmp_path)
     evaluator = build_evaluator(v1, "demo_shapes_panoptic_val")
@@ -156,7 +167,7 @@ def test_v1_coco_panoptic_evaluation_runs_on_a_synthetic_split(demo_root, tmp_pa
     cfg.DATASETS.TEST = v1.DATASETS.TEST
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 48, 64
     cfg.DATALOADER.NUM_WORKERS = 0
-    assert model_recipe(cfg) == "maskformer"
+    assert build_recipe(cfg).name == "maskformer"
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     results = inference_on_dataset(model, build_detection_test_loader(cfg, "demo_shapes_panoptic_val"), evaluator)

@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
-
 from helpers import golden_cfg, tiny_cfg
-from mask_former.export import FORMAT_VERSION, ExportedPredictor, load_exported
-from mask_former.assembly import torch_cpu_topk_indices
-from mask_former.export.exporter import ExportableMaskFormer, export_model, meta_for
+from PIL import Image
 
-GOLDEN_FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic", "maskformer_v1_coco_panoptic",
+from mask_former.assembly import torch_cpu_topk_indices
+from mask_former.export import FORMAT_VERSION, ExportedPredictor, load_exported
+from mask_former.export.exporter import export_model
+
+GOLDEN_FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic",
+                   "maskformer_v1_coco_panoptic",
                    "m2f_ade20k_semantic_train"]
 # Models built by upstream MaskFormer (v1) agree on more panoptic pixels (golden README).
 PANOPTIC_AGREEMENT = {"maskformer_v1_coco_panoptic": 0.9999}
@@ -176,7 +176,8 @@ def test_directory_of_another_format_version_is_an_error(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION + 1, "format": "onnx"}))
     with pytest.raises(ValueError, match="format version"):
         load_exported(tmp_path)
-    (tmp_path / "meta.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "format": "tflite", "tasks": ["semantic"]}))
+    meta = {"format_version": FORMAT_VERSION, "format": "tflite", "tasks": ["semantic"]}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="tflite"):
         load_exported(tmp_path)
 

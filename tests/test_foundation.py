@@ -8,7 +8,6 @@ import pytest
 
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
-import mask_former
 from mask_former.modeling import PIXEL_DECODER_REGISTRY, TRANSFORMER_DECODER_REGISTRY
 
 from helpers import base_cfg
@@ -28,7 +27,6 @@ def test_config_function_adds_upstream_keys_with_upstream_defaults():
     assert cfg.INPUT.DATASET_MAPPER_NAME == "mask_former_semantic"
     assert (cfg.INPUT.IMAGE_SIZE, cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE) == (1024, 0.1, 2.0)
     assert (cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BACKBONE_MULTIPLIER, cfg.SOLVER.WEIGHT_DECAY_EMBED) == ("ADAMW", 0.1, 0.0)
-    assert mask_former.add_mask_former_config is mask_former.add_maskformer2_config
 
 
 def test_registries_hold_our_components():

@@ -238,7 +238,8 @@ def test_softplus_ce_cost_equals_the_plain_one():
     logits[0, :5] = torch.tensor([40.0, -40.0, 0.0, 1e-4, -25.0])  # saturated and near-zero logits
     for targets in ((torch.rand(7, 500) > 0.5).float(), torch.rand(7, 500)):  # 0/1 and interpolated targets
         expected = pairwise_sigmoid_ce_cost(logits, targets)
-        torch.testing.assert_close(pairwise_sigmoid_ce_cost_by_softplus(logits, targets), expected, rtol=1e-5, atol=1e-6)
+        cost = pairwise_sigmoid_ce_cost_by_softplus(logits, targets)
+        torch.testing.assert_close(cost, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("implementation", ["pytorch", "cpu"])

@@ -1,13 +1,9 @@
 """The MaskFormer meta-architecture on tiny models: training steps, inference outputs, batching, bad input."""
 import pytest
 import torch
-
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
-
 from helpers import base_cfg, tiny_cfg
-from mask_former.checkpoint import CheckpointShapeError
 
 DECODER_PAIRS = [
     ("BasePixelDecoder", "StandardTransformerDecoder", "res5"),
@@ -51,7 +47,9 @@ def eval_model():
     return build_model(tiny_cfg()).eval()
 
 
-@pytest.mark.parametrize("size,output_size", [((37, 53), (74, 106)), ((1, 1), (1, 1)), ((8, 600), (8, 600)), ((96, 64), (96, 64))])
+@pytest.mark.parametrize(
+    "size,output_size", [((37, 53), (74, 106)), ((1, 1), (1, 1)), ((8, 600), (8, 600)), ((96, 64), (96, 64))]
+)
 def test_inference_outputs_on_odd_sizes(eval_model, size, output_size):
     image = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
     with torch.no_grad():
@@ -98,39 +96,6 @@ def test_unknown_config_key_is_named(tmp_path):
         base_cfg().merge_from_file(str(path))
 
 
-def test_checkpoint_with_other_shapes_is_an_error_listing_keys(tmp_path):
-    small = build_model(tiny_cfg(num_classes=5))
-    path = tmp_path / "other.pth"
-    torch.save({"model": small.state_dict()}, path)
-    other = build_model(tiny_cfg(num_classes=7))
-    with pytest.raises(CheckpointShapeError, match="sem_seg_head.predictor.class_embed.weight") as error:
-        DetectionCheckpointer(other).load(str(path))
-    assert str(path) in str(error.value)
-    assert "criterion.empty_weight" in str(error.value)
-
-
-def test_shape_mismatch_allowed_when_fine_tuning(tmp_path, logs):
-    path = tmp_path / "other.pth"
-    torch.manual_seed(0)
-    checkpoint = build_model(tiny_cfg(num_classes=5)).state_dict()
-    torch.save({"model": checkpoint}, path)
-    cfg = tiny_cfg(num_classes=7)
-    cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH = True
-    torch.manual_seed(1)
-    model = build_model(cfg)
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
-    DetectionCheckpointer(model).load(str(path))
-    loaded = model.state_dict()
-    skipped = {k for k, v in checkpoint.items() if v.shape != loaded[k].shape}
-    assert skipped == {
-        "sem_seg_head.predictor.class_embed.weight", "sem_seg_head.predictor.class_embed.bias", "criterion.empty_weight"
-    }
-    for key, value in loaded.items():
-        assert torch.equal(value, initial[key] if key in skipped else checkpoint[key]), key
-    for key in skipped:
-        assert f"Skip loading parameter '{key}'" in logs.text
-
-
 def test_image_with_wrong_channels_is_an_error(eval_model):
     with pytest.raises(ValueError, match=r"\[3, H, W\]"):
         eval_model([{"image": torch.zeros(4, 32, 32, dtype=torch.uint8)}])
@@ -170,7 +135,7 @@ def _randomize_frozen_bn(model):
 
 @pytest.mark.parametrize("channels_last,fold_frozen_bn", [(True, False), (False, True), (True, True)])
 def test_fast_backbone_options_match_the_plain_backbone(channels_last, fold_frozen_bn):
-    from mask_former.modeling.backbone.frozen_bn_conv import FrozenBNConv2d
+    from mask_former.modeling.fast_paths.frozen_bn import FrozenBNConv2d
 
     models = []
     for options in ((False, False), (channels_last, fold_frozen_bn)):
@@ -202,44 +167,6 @@ def test_fast_backbone_options_match_the_plain_backbone(channels_last, fold_froz
     with torch.no_grad():
         (expected,), (result,) = reference(image), fast(image)
     torch.testing.assert_close(result["sem_seg"], expected["sem_seg"], rtol=1e-4, atol=1e-5)
-
-
-def test_folded_conv_runs_as_a_plain_conv_once_its_norm_is_replaced():
-    from detectron2.layers import Conv2d, FrozenBatchNorm2d
-
-    from mask_former.modeling.backbone.frozen_bn_conv import fold_frozen_batch_norm
-
-    torch.manual_seed(0)
-    conv = Conv2d(3, 4, 3, padding=1, bias=False, norm=FrozenBatchNorm2d(4), activation=torch.relu)
-    conv.norm.running_mean.normal_()
-    x = torch.randn(2, 3, 8, 8)
-    expected = conv(x)
-    fold_frozen_batch_norm(conv)
-    torch.testing.assert_close(conv(x), expected, rtol=1e-5, atol=1e-6)
-    conv.norm = torch.nn.BatchNorm2d(4).eval()
-    torch.testing.assert_close(conv(x), torch.relu(conv.norm(torch.nn.functional.conv2d(x, conv.weight, None, 1, 1))))
-
-
-def test_folded_conv_follows_weight_and_norm_changes_in_eval():
-    from detectron2.layers import Conv2d, FrozenBatchNorm2d
-
-    from mask_former.modeling.backbone.frozen_bn_conv import fold_frozen_batch_norm
-
-    torch.manual_seed(0)
-    plain = Conv2d(3, 4, 3, padding=1, bias=False, norm=FrozenBatchNorm2d(4)).eval()
-    folded = fold_frozen_batch_norm(Conv2d(3, 4, 3, padding=1, bias=False, norm=FrozenBatchNorm2d(4)).eval())
-    x = torch.randn(2, 3, 8, 8)
-    with torch.no_grad():
-        for change in range(4):
-            folded.load_state_dict(plain.state_dict())
-            torch.testing.assert_close(folded(x), plain(x), rtol=1e-5, atol=1e-6, msg=f"change {change}")
-            torch.testing.assert_close(folded(x), plain(x), rtol=1e-5, atol=1e-6, msg=f"change {change}, again")
-            [plain.weight, plain.norm.running_mean, plain.norm.running_var][change % 3].add_(0.5)
-        folded.load_state_dict(plain.state_dict())
-        folded.to(torch.float64)
-        torch.testing.assert_close(folded(x.double()), plain.to(torch.float64)(x.double()), rtol=1e-5, atol=1e-6)
-    with torch.inference_mode():
-        torch.testing.assert_close(folded(x.double()), plain(x.double()), rtol=1e-5, atol=1e-6)
 
 
 def test_joined_mask_logit_backward_gives_the_einsum_gradients():

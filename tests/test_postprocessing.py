@@ -1,22 +1,16 @@
 """Post-processing and the eval-time shortcuts against plain references."""
 import torch
-from torch.nn import functional as F
-
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
-
 from helpers import tiny_cfg
+from torch.nn import functional as F
+
+from mask_former.assembly import assemble_instances
 from mask_former.modeling.meta_arch.maskformer import resize_to_output
-from mask_former.assembly import assemble_instances, assemble_panoptic
 from mask_former.modeling.postprocessing import (
-    count_true,
     instance_inference,
     instance_tensors,
-    kept_panoptic_tensors,
-    mean_inside_probability,
-    mean_inside_probability_per_query,
     panoptic_inference,
-    panoptic_tensors,
     semantic_inference,
 )
 
@@ -96,7 +90,7 @@ def test_resize_to_output_matches_sem_seg_postprocess():
         assert torch.equal(resize_to_output(x, image_size, *out), sem_seg_postprocess(x, image_size, *out))
 
 
-def test_eval_decoder_shortcut_matches_full_prediction_heads():
+def test_eval_decoder_shortcut_matches_the_full_predictions():
     torch.manual_seed(0)
     model = build_model(tiny_cfg())
     head = model.sem_seg_head
@@ -113,62 +107,6 @@ def test_eval_decoder_shortcut_matches_full_prediction_heads():
     torch.testing.assert_close(fast["pred_masks"], full["pred_masks"], atol=1e-5, rtol=1e-5)
 
 
-def panoptic_cases():
-    """(mask_cls, mask_prob) with many, few and no kept queries, and exact score ties between queries."""
-    torch.manual_seed(3)
-    mask_cls = torch.randn(12, 6) * 4
-    mask_cls[5] = mask_cls[2]  # equal scores and, below, equal masks on half the image: ties
-    mask_prob = torch.rand(12, 16, 20)
-    mask_prob[5, :8] = mask_prob[2, :8]
-    return [(mask_cls, mask_prob), (mask_cls.clone().fill_(0), mask_prob), (mask_cls * 0.2, mask_prob)]
-
-
-def masks_panoptic_tensors(mask_cls, mask_prob, *, num_classes, object_mask_threshold, require_mask_confidence):
-    """The panoptic tensor stage spelled out on [Q, H, W] masks, query by query: upstream's loop."""
-    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
-    weighted = torch.stack([scores[q] * mask_prob[q] if keep[q] else torch.full_like(mask_prob[q], -1.0)
-                            for q in range(len(keep))])
-    owner = weighted.argmax(0)
-    owned = torch.stack([owner == q for q in range(len(keep))])
-    confident = mask_prob >= 0.5
-    segment = owned & confident if require_mask_confidence else owned
-    return {
-        "labels": labels, "keep": keep, "owner": owner,
-        "pixel_kept": torch.stack([segment[q] & keep[q] for q in range(len(keep))]).any(0),
-        "owned_areas": owned.flatten(1).sum(1), "original_areas": confident.flatten(1).sum(1),
-        "segment_areas": segment.flatten(1).sum(1),
-    }
-
-
-def test_panoptic_tensors_equal_the_per_query_mask_computation():
-    for mask_cls, mask_prob in panoptic_cases():
-        for confidence in (True, False):
-            options = dict(num_classes=5, object_mask_threshold=0.4, require_mask_confidence=confidence)
-            expected, result = masks_panoptic_tensors(mask_cls, mask_prob, **options), panoptic_tensors(mask_cls, mask_prob, **options)
-            assert set(result) == set(expected)
-            for name, value in expected.items():
-                assert torch.equal(result[name], value), name
-
-
-def test_kept_panoptic_tensors_match_the_reference_where_assembly_reads_them():
-    for mask_cls, mask_prob in panoptic_cases():
-        for confidence in (True, False):
-            options = dict(num_classes=5, object_mask_threshold=0.4, require_mask_confidence=confidence)
-            reference, fast = panoptic_tensors(mask_cls, mask_prob, **options), kept_panoptic_tensors(mask_cls, mask_prob, **options)
-            for name in ("labels", "keep", "pixel_kept"):
-                assert torch.equal(fast[name], reference[name]), name
-            pixels = reference["pixel_kept"]
-            assert torch.equal(fast["owner"][pixels], reference["owner"][pixels])
-            kept = reference["keep"]
-            for name in ("owned_areas", "original_areas", "segment_areas"):
-                assert torch.equal(fast[name][kept], reference[name][kept]), name
-            args = dict(thing_classes={0, 1, 2}, overlap_threshold=0.3)
-            expected = assemble_panoptic(**{k: v.numpy() for k, v in reference.items()}, **args)
-            seg, info = panoptic_inference(mask_cls, mask_prob, **{k: v for k, v in options.items()}, **args)
-            assert torch.equal(seg, torch.from_numpy(expected[0])) and info == expected[1]
-
-
 def test_instance_inference_matches_instance_tensors():
     """Eager instance inference scores only the top pairs' queries; the exported tensor stage scores
     every query: both give the same instances through the shared numpy assembly."""
@@ -180,25 +118,9 @@ def test_instance_inference_matches_instance_tensors():
         scores, classes, pair_query = assemble_instances(
             stage["pair_scores"].numpy(), stage["mask_scores"].numpy(), top.numpy(), num_classes=5, thing_classes=things
         )
-        result = instance_inference(mask_cls, mask_pred > 0, mask_pred.sigmoid(), num_classes=5, topk=20, thing_classes=things)
+        result = instance_inference(
+            mask_cls, mask_pred > 0, mask_pred.sigmoid(), num_classes=5, topk=20, thing_classes=things
+        )
         assert torch.equal(result.pred_masks, stage["query_masks"][torch.from_numpy(pair_query)].float())
         torch.testing.assert_close(result.scores, torch.from_numpy(scores))
         assert torch.equal(result.pred_classes, torch.from_numpy(classes))
-
-
-def test_mean_inside_probability_per_query_matches_the_reference():
-    torch.manual_seed(5)
-    mask_pred = torch.randn(11, 13, 9) * 2
-    mask_prob, query_masks = mask_pred.sigmoid(), mask_pred > 0
-    query_masks[4] = False  # an empty mask scores 0
-    reference = mean_inside_probability(mask_prob, query_masks)
-    for queries in (torch.arange(11), torch.tensor([0, 4, 5, 9, 10]), torch.tensor([3])):
-        fast = mean_inside_probability_per_query(mask_prob, query_masks, queries)
-        torch.testing.assert_close(fast, reference[queries], rtol=1e-6, atol=0)
-    assert mean_inside_probability_per_query(mask_prob, query_masks, torch.zeros(0, dtype=torch.long)).shape == (0,)
-
-
-def test_count_true_counts_like_a_sum():
-    masks = torch.rand(4, 7, 300) > 0.3
-    assert torch.equal(count_true(masks), masks.flatten(1).sum(1))
-    assert torch.equal(count_true(masks[:, :, ::3]), masks[:, :, ::3].flatten(1).sum(1))

@@ -207,7 +207,7 @@ def test_golden_checkpoint_loads_strictly():
 
 
 def test_padding_to_multiple_is_the_modulo_padding():
-    from mask_former.modeling.layers import padding_to_multiple
+    from mask_former.modeling.padding import padding_to_multiple
 
     for multiple in (1, 2, 4, 7, 32):
         for size in range(0, 200):

@@ -9,13 +9,13 @@ import torch
 import torchvision
 from torch import nn
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.backbone import build_resnet_backbone
 
 from conftest import REPO
 from helpers import base_cfg, tiny_cfg
+from mask_former.checkpoint import IncompleteCheckpointError, MaskFormerCheckpointer
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 
@@ -61,7 +61,7 @@ def test_torchvision_resnet50_loads_into_detectron2_resnet(tmp_path):
     assert set(converted["model"]) == set(backbone.state_dict()), "converted names must be detectron2's exactly"
 
     holder = BackboneHolder(backbone)
-    DetectionCheckpointer(holder).load(str(tmp_path / "r50.pkl"))
+    MaskFormerCheckpointer(holder, for_inference=True).load(str(tmp_path / "r50.pkl"))  # every key, safely read
     loaded = backbone.state_dict()
     for key, value in state_dict.items():
         if not key.startswith("fc."):
@@ -92,7 +92,9 @@ def test_official_swin_checkpoint_loads_into_maskformer(tmp_path):
     assert tool.main([str(tmp_path / "swin.pth"), str(tmp_path / "swin.pkl")]) == 0
 
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(str(tmp_path / "swin.pkl"))
+    MaskFormerCheckpointer(model).load(str(tmp_path / "swin.pkl"))  # backbone-only: allowed in training
+    with pytest.raises(IncompleteCheckpointError, match="sem_seg_head"):
+        MaskFormerCheckpointer(build_model(cfg), for_inference=True).load(str(tmp_path / "swin.pkl"))
     loaded = model.backbone.state_dict()
     for key, value in official.items():
         if not key.startswith(("head.", "norm.")):
@@ -119,6 +121,25 @@ def test_analyze_model_config_errors(tmp_path, capsys, argv):
     assert tool.main(["--config-file", str(config), *argv]) == 2
     err = capsys.readouterr().err
     assert "missing.yaml" in err or "MODEL.NOT_A_KEY" in err
+
+
+def test_export_refuses_missing_or_partial_weights_unless_asked(tmp_path, capsys):
+    """Exporting random parameters silently would ship a meaningless model: the rule of evaluation."""
+    cfg = tiny_cfg()
+    (tmp_path / "tiny.yaml").write_text(cfg.dump())
+    torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "full.pth")
+    partial = {k: v for k, v in build_model(cfg).state_dict().items() if not k.startswith("sem_seg_head.predictor.")}
+    torch.save({"model": partial}, tmp_path / "partial.pth")
+    tool = load_tool("export_model.py")
+    argv = ["--config-file", str(tmp_path / "tiny.yaml"), "--format", "onnx", "--output", str(tmp_path / "out")]
+    assert tool.main(argv) == 2
+    assert "error: No weights to load: MODEL.WEIGHTS is empty" in capsys.readouterr().err
+    assert tool.main([*argv, "MODEL.WEIGHTS", str(tmp_path / "partial.pth")]) == 2
+    assert "sem_seg_head.predictor" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    args = tool.get_parser().parse_args(["--allow-random-weights", *argv, "MODEL.WEIGHTS", "x.pth"])
+    assert tool.random_weights_opts(args) == ["MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS", "True"]
+    assert args.opts == ["MODEL.WEIGHTS", "x.pth"]
 
 
 def test_quickstart_runs_end_to_end_and_checks_learning(tmp_path):

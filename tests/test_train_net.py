@@ -1,11 +1,10 @@
 """train_net.py and mask_former.engine: training and evaluation on the demo dataset for the three
-tasks, exact resume, atomic checkpoints, two gloo processes = one process, optimizer, AMP on the
+tasks, exact resume, two gloo processes = one process, optimizer, AMP on the
 CPU, test-time augmentation, CLI errors (evaluator selection: test_evaluation.py)."""
 import json
 import logging
 import os
 import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
@@ -25,17 +24,18 @@ from detectron2.utils.env import seed_all_rng
 import mask_former.modeling.criterion as criterion_module
 from conftest import REPO
 from helpers import tiny_cfg
+from mask_former.checkpoint import CheckpointShapeError
+from mask_former.config import build_config
 from mask_former.data.demo_dataset import generate_demo_dataset, register_demo_datasets
 from mask_former.engine import (
-    AtomicCheckpointer,
     IterationBatchSampler,
     SemanticSegmentorWithTTA,
     Trainer,
-    build_config,
     build_optimizer,
     build_step_trainer,
     launch,
 )
+from mask_former.engine.main import cli, evaluate
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 
@@ -113,15 +113,6 @@ def train(cfg, *, resume=False, hooks=()):
     return trainer
 
 
-def import_train_net():
-    sys.path.insert(0, str(REPO))
-    try:
-        import train_net
-    finally:
-        sys.path.remove(str(REPO))
-    return train_net
-
-
 def ground_truth_segments(record):
     """(contiguous class id, ``[H, W]`` bool mask) of every segment of a test record."""
     if "pan_seg_file_name" in record:
@@ -194,7 +185,7 @@ def test_train_and_evaluate(demo_root, tmp_path, task, monkeypatch):
     monkeypatch.setattr(Trainer, "test", classmethod(test_perfect_predictions))
     eval_cfg = cfg.clone()
     eval_cfg.MODEL.WEIGHTS = str(tmp_path / "model_final.pth")
-    results = import_train_net().evaluate(eval_cfg, resume=False)
+    results = evaluate(eval_cfg, resume=False)
     for task_name, metric in TASK_METRICS[task]:
         assert results[task_name][metric] == pytest.approx(100.0), (task_name, results)
 
@@ -246,26 +237,21 @@ def test_resume_continues_exactly(demo_root, tmp_path):
         assert torch.equal(straight[key], resumed[key]), key
 
 
-def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
-    model = nn.Linear(3, 2)
-    checkpointer = AtomicCheckpointer(model, str(tmp_path))
-    checkpointer.save("model_0000000")
-    saved = {k: v.clone() for k, v in model.state_dict().items()}
-
-    def crash_while_writing(obj, f, *args, **kwargs):
-        f.write(b"partial")
-        raise RuntimeError("disk full")
-
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    monkeypatch.setattr(torch, "save", crash_while_writing)
-    with pytest.raises(RuntimeError, match="disk full"):
-        checkpointer.save("model_0000001")
-    monkeypatch.undo()
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000000.pth"]
-    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000000.pth")
-    checkpointer.load(checkpointer.get_checkpoint_file())
-    assert torch.equal(model.weight, saved["weight"])
+@pytest.mark.parametrize("precise_bn", [False, True])
+def test_precise_bn_recomputes_batch_norm_statistics_at_the_end(demo_root, tmp_path, precise_bn):
+    cfg = task_cfg("semantic", tmp_path)
+    cfg.MODEL.SEM_SEG_HEAD.NORM = "BN"
+    cfg.DATASETS.TEST = ()
+    cfg.TEST.PRECISE_BN.ENABLED = precise_bn
+    cfg.TEST.PRECISE_BN.NUM_ITER = 3
+    trainer = train(cfg)
+    hook_types = [type(hook).__name__ for hook in trainer.build_hooks() if hook is not None]
+    expected = ["IterationTimer", "LRScheduler", "PreciseBN", "PeriodicCheckpointer", "EvalHook", "PeriodicWriter"]
+    assert hook_types == [name for name in expected if precise_bn or name != "PreciseBN"]
+    batch_norms = [m for m in trainer.model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batch_norms
+    # Two training iterations, then (with PreciseBN) its three batches.
+    assert {m.num_batches_tracked.item() for m in batch_norms} == {5 if precise_bn else 2}
 
 
 def batches(sampler, count):
@@ -456,8 +442,7 @@ def test_cli_reports_config_errors(tmp_path, capsys):
     assert result.returncode == 2
     assert "error: command-line options: Non-existent key: MODEL.NOT_A_KEY" in result.stderr
 
-    train_net = import_train_net()
-    assert train_net.cli(["--config-file", str(tmp_path / "missing.yaml")]) == 2
+    assert cli(["--config-file", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
 
 
@@ -469,3 +454,23 @@ def test_build_config_turns_cuda_into_cpu_without_cuda(tmp_path):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert build_config(str(config)).MODEL.DEVICE == expected
     assert np.isclose(build_config(str(config), ["SOLVER.BASE_LR", "0.5"]).SOLVER.BASE_LR, 0.5)
+
+
+def test_trainer_fine_tunes_to_other_classes_with_a_fresh_class_head(demo_root, tmp_path):
+    """MODEL.MASK_FORMER.LOAD_CLASS_HEAD False: a 6-class panoptic model starts a 3-class instance run."""
+    torch.manual_seed(0)
+    weights = Trainer.build_model(task_cfg("panoptic", tmp_path / "source")).state_dict()
+    torch.save({"model": weights}, tmp_path / "panoptic.pth")
+    cfg = task_cfg("instance", tmp_path / "fine_tuned")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "panoptic.pth")
+    with pytest.raises(CheckpointShapeError, match="class_embed"):
+        Trainer(cfg).resume_or_load(resume=False)
+    cfg.MODEL.MASK_FORMER.LOAD_CLASS_HEAD = False
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    loaded = trainer.model.state_dict()
+    class_head = {"sem_seg_head.predictor.class_embed.weight", "sem_seg_head.predictor.class_embed.bias",
+                  "criterion.empty_weight"}
+    assert {key for key in weights if loaded[key].shape != weights[key].shape} == class_head
+    for key in weights.keys() - class_head:
+        assert torch.equal(loaded[key], weights[key]), key

@@ -37,7 +37,6 @@ def synthetic_clip(frames: int, num_classes: int, seed: int):
     return {"image": images, "instances": targets, "height": SIZE, "width": SIZE}
 
 
-@pytest.mark.skipif(not PATHS, reason="no video configs (configs/youtubevis_2019, configs/youtubevis_2021) yet")
 @pytest.mark.parametrize("path", PATHS, ids=[str(p.relative_to(CONFIGS)) for p in PATHS])
 def test_video_config_trains_one_step(path):
     torch.manual_seed(0)

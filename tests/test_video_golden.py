@@ -6,11 +6,12 @@ import functools
 import numpy as np
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 from helpers import golden_cfg
 from PIL import Image
+
+from mask_former.checkpoint import MaskFormerCheckpointer
 
 FIXTURE = "m2f_ytvis_video"
 
@@ -28,7 +29,7 @@ def eval_model(folder):
     """``(model, cfg)`` of the fixture, weights loaded, in eval mode; built once for the tests that read it."""
     cfg = golden_cfg(folder)
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(str(folder / "weights.pth"))
+    MaskFormerCheckpointer(model, for_inference=True).load(str(folder / "weights.pth"))
     return model, cfg
 
 
@@ -55,11 +56,8 @@ def assert_same_outputs(ours, theirs, agreement=0.999):
 def test_golden_video_checkpoint_loads_with_no_missing_or_unexpected_keys(golden_dir):
     folder = golden_dir(FIXTURE)
     model = build_model(golden_cfg(folder))
-    checkpointer = DetectionCheckpointer(model)
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(folder / "weights.pth")))
-    assert not incompatible.missing_keys
-    assert not incompatible.unexpected_keys
-    assert not incompatible.incorrect_shapes
+    # Strict at inference: a missing, unexpected or mismatched key raises.
+    MaskFormerCheckpointer(model, for_inference=True).load(str(folder / "weights.pth"))
 
 
 def test_golden_video_outputs(golden_dir):
@@ -100,7 +98,7 @@ def test_golden_video_training_losses_and_gradients(golden_dir):
     folder = golden_dir(FIXTURE)
     cfg = golden_cfg(folder)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(str(folder / "weights.pth"))
+    MaskFormerCheckpointer(model, for_inference=True).load(str(folder / "weights.pth"))
     reference = torch.load(folder / "outputs.pt", weights_only=False)
     train, height, width = reference["train"], reference["height"], reference["width"]
     batch = [{"image": read_frames(folder, cfg), "instances": moving_targets(2, height, width),

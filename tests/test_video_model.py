@@ -4,15 +4,15 @@ import math
 
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 from helpers import tiny_cfg
 
 import mask_former
-from mask_former.checkpoint import CheckpointShapeError
-from mask_former.modeling.transformer_decoder.video_mask2former_decoder import PositionEmbeddingSine3D
+from mask_former.checkpoint import CLASS_HEAD_KEYS, CheckpointShapeError, MaskFormerCheckpointer
+from mask_former.errors import ConfigError
+from mask_former.modeling.transformer_blocks import PositionEmbeddingSine3D
 from mask_former.modeling.video import QueryTracks, associate_queries, binary_video_masks, top_pairs
 
 
@@ -173,22 +173,36 @@ def test_binary_masks_in_frame_chunks_equal_all_at_once(image_size, output_size)
         assert torch.equal(binary_video_masks(logits, (64, 64), image_size, output_size, frame_chunk=chunk), whole)
 
 
-def test_image_checkpoint_initializes_the_video_model_but_its_class_head(tmp_path):
-    """Upstream's recipe: a COCO instance-segmentation checkpoint of the image model initializes the video model;
-    only the class head (and the criterion's class weights) depend on the number of classes."""
+def coco_image_checkpoint(path):
+    """A checkpoint of the image model with COCO's 80 classes, as upstream initializes the video models."""
     image_model = build_model(tiny_cfg(num_classes=80))
-    path = tmp_path / "coco_instance.pth"
     torch.save({"model": image_model.state_dict()}, path)
-    video_model = build_model(tiny_video_cfg(num_classes=40))
-    checkpointer = DetectionCheckpointer(video_model)
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
-    assert {key for key, _, _ in incompatible.incorrect_shapes} == set(video_model.checkpoint_shape_mismatch_allowed)
-    assert set(incompatible.missing_keys) == set(video_model.checkpoint_shape_mismatch_allowed)
-    assert not incompatible.unexpected_keys
-    loaded, source = video_model.state_dict(), image_model.state_dict()
-    for key, value in loaded.items():
-        if key not in video_model.checkpoint_shape_mismatch_allowed:
-            assert torch.equal(value, source[key]), key
+    return str(path), image_model.state_dict()
+
+
+def test_image_checkpoint_initializes_the_video_model_but_its_class_head(tmp_path):
+    """Upstream's recipe with MODEL.MASK_FORMER.LOAD_CLASS_HEAD False: a COCO instance-segmentation checkpoint of
+    the image model sets every parameter of the video model but the class head (and the criterion's class
+    weights), which depend on the number of classes and keep their fresh initialization."""
+    path, source = coco_image_checkpoint(tmp_path / "coco_instance.pth")
+    cfg = tiny_video_cfg(num_classes=40)
+    cfg.MODEL.MASK_FORMER.LOAD_CLASS_HEAD = False
+    video_model = build_model(cfg)
+    fresh = {key: value.clone() for key, value in video_model.state_dict().items()}
+    MaskFormerCheckpointer.from_config(cfg, video_model).load(path)
+    class_head = [key for key in fresh if key.startswith(CLASS_HEAD_KEYS)]
+    assert sorted(class_head) == [
+        "criterion.empty_weight", "sem_seg_head.predictor.class_embed.bias", "sem_seg_head.predictor.class_embed.weight"
+    ]
+    for key, value in video_model.state_dict().items():
+        assert torch.equal(value, fresh[key] if key in class_head else source[key]), key
+
+
+def test_image_checkpoint_with_the_class_head_is_a_shape_error_naming_the_option(tmp_path):
+    path, _ = coco_image_checkpoint(tmp_path / "coco_instance.pth")
+    cfg = tiny_video_cfg(num_classes=40)
+    with pytest.raises(CheckpointShapeError, match="LOAD_CLASS_HEAD False"):
+        MaskFormerCheckpointer.from_config(cfg, build_model(cfg)).load(path)
 
 
 def test_other_shape_mismatches_are_still_errors(tmp_path):
@@ -196,8 +210,10 @@ def test_other_shape_mismatches_are_still_errors(tmp_path):
     cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 9
     path = tmp_path / "other.pth"
     torch.save({"model": build_model(cfg).state_dict()}, path)
+    cfg = tiny_video_cfg()
+    cfg.MODEL.MASK_FORMER.LOAD_CLASS_HEAD = False
     with pytest.raises(CheckpointShapeError, match="query_feat"):
-        DetectionCheckpointer(build_model(tiny_video_cfg())).load(str(path))
+        MaskFormerCheckpointer.from_config(cfg, build_model(cfg)).load(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -229,4 +245,11 @@ def test_negative_window_is_a_config_error():
     cfg = tiny_video_cfg()
     cfg.MODEL.MASK_FORMER.TEST.WINDOW_SIZE = -1
     with pytest.raises(ValueError, match="WINDOW_SIZE"):
+        build_model(cfg)
+
+
+def test_the_v1_recipe_is_a_config_error():
+    cfg = tiny_video_cfg()
+    cfg.MODEL.MASK_FORMER.RECIPE = "maskformer"
+    with pytest.raises(ConfigError, match="MODEL.MASK_FORMER.RECIPE='maskformer'"):
         build_model(cfg)

@@ -5,21 +5,22 @@ Export a MaskFormer / Mask2Former model, post-processing included, for deploymen
 Usage::
 
     python tools/export_model.py --config-file CONFIG --format {onnx,torch-export} --output DIR \
-        [KEY VALUE ...]          # e.g. MODEL.WEIGHTS model_final.pth
+        [--allow-random-weights] MODEL.WEIGHTS model_final.pth [KEY VALUE ...]
 
 writes ``DIR/model.onnx`` (or ``DIR/model.pt2``, a torch.export ExportedProgram) and
-``DIR/meta.json``; run it with ``mask_former.export.load_exported(DIR)``.
+``DIR/meta.json``; run it with ``mask_former.export.load_exported(DIR)``. MODEL.WEIGHTS must
+initialize every parameter, as at evaluation; ``--allow-random-weights`` exports an untrained model.
 """
 import argparse
 import logging
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 import mask_former  # noqa: F401  (registers the model and datasets)
-from mask_former.engine import ConfigError, build_config
+from mask_former.checkpoint import MaskFormerCheckpointer, add_random_weights_flag, random_weights_opts
+from mask_former.config import build_config
 from mask_former.export.exporter import export_model
 from mask_former.export.runtime import MODEL_FILES
 
@@ -29,6 +30,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", required=True, choices=sorted(MODEL_FILES))
     parser.add_argument("--output", required=True, metavar="DIR")
+    add_random_weights_flag(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (MODEL.WEIGHTS ...)")
     return parser
 
@@ -38,18 +40,13 @@ def main(argv=None) -> int:
     setup_logger(name="mask_former")
     logger = logging.getLogger("mask_former")
     try:
-        cfg = build_config(args.config_file, args.opts)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    cfg.defrost()
-    cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    try:
+        cfg = build_config(args.config_file, args.opts + random_weights_opts(args))
+        cfg.defrost()
+        cfg.MODEL.DEVICE = "cpu"
+        model = build_model(cfg).eval()
+        MaskFormerCheckpointer.from_config(cfg, model, for_inference=True).load(cfg.MODEL.WEIGHTS)
         path = export_model(model, cfg, args.format, args.output)
-    except ValueError as error:
+    except ValueError as error:  # ConfigError, CheckpointError and the exporter's errors are ValueErrors
         print(f"error: {error}", file=sys.stderr)
         return 2
     logger.info("wrote %s and meta.json", path)

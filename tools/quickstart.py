@@ -29,20 +29,22 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DETECTRON2_DATASETS", str(REPO / "datasets"))
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 import mask_former  # noqa: E402,F401
+from mask_former.config import build_config  # noqa: E402
 from mask_former.data.demo_dataset import ensure_demo_dataset  # noqa: E402
-from mask_former.engine import ConfigError, Trainer, build_config  # noqa: E402
+from mask_former.engine import Trainer  # noqa: E402
+from mask_former.engine.metrics_plot import plot_metrics  # noqa: E402
 from mask_former.engine.predictor import TASKS, VisualizationDemo, draw_predictions  # noqa: E402
+from mask_former.errors import ConfigError  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "quickstart" / "mask2former_demo_shapes.yaml"
 
@@ -154,11 +156,13 @@ def main(argv=None) -> int:
     trained = Trainer.test(cfg, model)
     stage(5, "Drawing predictions")
     folder = write_visualizations(cfg, weights, args.num_images)
+    curves = plot_metrics(cfg.OUTPUT_DIR)
 
     logger.info(
         f"Quickstart finished in {(time.perf_counter() - start) / 60:.1f} min (training {train_seconds / 60:.1f} min) "
         f"on {cfg.DATASETS.TEST[0]}:\n{comparison_table(untrained, trained)}\n"
-        f"Checkpoint: {weights}\nVisualizations (input | semantic | panoptic | instance): {folder}"
+        f"Checkpoint: {weights}\nVisualizations (input | semantic | panoptic | instance): {folder}\n"
+        f"Training curves: {curves} (TensorBoard: tensorboard --logdir {cfg.OUTPUT_DIR})"
     )
     failures = failed_gains(untrained, trained)
     if failures:

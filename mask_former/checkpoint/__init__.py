@@ -1,29 +1,34 @@
-"""Checkpoints: the loading rules of every tool, atomic saving, and conversion of other formats."""
-from .atomic import AtomicCheckpointer, atomic_write
-from .checkpointer import (
+"""Checkpoints: ``MaskFormerCheckpointer`` (every loading rule, safe reading, atomic saving), the
+``--allow-random-weights`` flag of the tools, and conversion of other formats."""
+from ..errors import (
     CheckpointError,
     CheckpointShapeError,
     IncompleteCheckpointError,
-    InferenceCheckpointer,
     MissingWeightsError,
     UnsafeCheckpointError,
+)
+from .checkpointer import (
+    CLASS_HEAD_KEYS,
+    LoadReport,
+    MaskFormerCheckpointer,
     add_random_weights_flag,
-    install_loading_rules,
-    load_weights_only,
     random_weights_opts,
 )
+from .files import NumpyUnpickler, atomic_write, load_numpy_pickle, load_weights_only
 
 __all__ = [
-    "AtomicCheckpointer",
+    "CLASS_HEAD_KEYS",
     "CheckpointError",
     "CheckpointShapeError",
     "IncompleteCheckpointError",
-    "InferenceCheckpointer",
+    "LoadReport",
+    "MaskFormerCheckpointer",
     "MissingWeightsError",
+    "NumpyUnpickler",
     "UnsafeCheckpointError",
     "add_random_weights_flag",
     "atomic_write",
-    "install_loading_rules",
+    "load_numpy_pickle",
     "load_weights_only",
     "random_weights_opts",
 ]

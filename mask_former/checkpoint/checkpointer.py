@@ -1,183 +1,304 @@
-"""Rules for loading checkpoints, so that a model never runs silently with random parameters.
+"""The checkpointer of every tool, holding every rule for reading, loading and saving checkpoints, so
+that a model never runs silently with random parameters and loading never runs code from a file.
 
-Importing ``mask_former`` installs two rules into every detectron2 ``DetectionCheckpointer``:
-
-- Strict shapes: fvcore's ``Checkpointer`` skips parameters whose shapes differ from the model's
-  with a warning, which leaves a silently half-initialized model. For MaskFormer models such a
-  checkpoint raises ``CheckpointShapeError`` listing every mismatched key instead; fine-tuning on
-  a different number of classes sets ``MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH True``
-  to keep fvcore's skip-with-warning behaviour. Other models are not affected.
-- Safe reading: ``.pth`` files (and any other that is not a ``.pkl`` / ``.pyth``) are read with
-  ``torch.load(weights_only=True)``, explicitly, so that loading runs no code from the file
-  whatever the torch version or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` say. Model-zoo and ImageNet
-  ``.pkl`` files (pickles of numpy arrays) are read as detectron2 reads them.
-
-``InferenceCheckpointer`` adds the rule of evaluation and the demo: the weights must set every
-parameter and buffer the model saves and nothing else, and empty weights are an error, unless
-``MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS`` accepts them. Training keeps fvcore's rule (a
-backbone-only checkpoint is allowed; the keys it lacks are listed once in a warning).
+detectron2's ``DetectionCheckpointer`` itself is left as it is: these rules apply where
+``MaskFormerCheckpointer`` is used (the trainer, ``train_net.py --eval-only``, the predictor and the
+demo, ``tools/export_model.py``).
 """
-import functools
-import logging
 import argparse
-import pickle
-from typing import Dict, List
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Tuple
 
+import numpy as np
 import torch
-from fvcore.common.checkpoint import get_missing_parameters_message, get_unexpected_parameters_message
 from torch import nn
 
-from detectron2.checkpoint import DetectionCheckpointer
-
-from ..compat import filter_reused_missing_keys
+from ..compat import CheckpointerHooks, filter_reused_missing_keys
 from ..errors import (
     CheckpointError,
     CheckpointShapeError,
     IncompleteCheckpointError,
     MissingWeightsError,
-    UnsafeCheckpointError,
 )
+from .files import atomic_write, load_numpy_pickle, load_weights_only
 
 __all__ = [
-    "CheckpointError",
-    "CheckpointShapeError",
-    "IncompleteCheckpointError",
-    "InferenceCheckpointer",
-    "MissingWeightsError",
-    "UnsafeCheckpointError",
+    "CLASS_HEAD_KEYS",
+    "LoadReport",
+    "MaskFormerCheckpointer",
     "add_random_weights_flag",
-    "install_loading_rules",
-    "load_weights_only",
     "random_weights_opts",
 ]
 
+logger = logging.getLogger(__name__)
+
 RANDOM_WEIGHTS_HINT = (
     "Set MODEL.WEIGHTS to a checkpoint of this model, or set MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS True "
-    "(train_net.py, demo/demo.py: --allow-random-weights) to run with randomly initialized parameters."
+    "(train_net.py, demo/demo.py, tools/export_model.py: --allow-random-weights) to run with randomly initialized "
+    "parameters."
 )
-# Files detectron2 reads with its own readers (numpy pickles of the model zoo / Caffe2, pycls).
-DETECTRON2_FORMATS = (".pkl", ".pyth")
+# The parameters and buffers that depend on the classes: with MODEL.MASK_FORMER.LOAD_CLASS_HEAD False they
+# keep their fresh initialization (key prefixes, or whole keys).
+CLASS_HEAD_KEYS = ("sem_seg_head.predictor.class_embed.", "criterion.empty_weight")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+def is_class_head_key(key: str) -> bool:
+    return any(key == name or (name.endswith(".") and key.startswith(name)) for name in CLASS_HEAD_KEYS)
 
 
-def check_shapes(model: nn.Module, incorrect_shapes, path) -> None:
-    """Raise ``CheckpointShapeError`` naming each ``(key, checkpoint shape, model shape)``, except for the keys
-    that the model lists in ``checkpoint_shape_mismatch_allowed`` (the video model's class head, which an image
-    checkpoint initializes with other classes: those keep their initialization, as fvcore skips them)."""
-    allowed = set(getattr(model, "checkpoint_shape_mismatch_allowed", ()))
-    incorrect_shapes = [entry for entry in incorrect_shapes if entry[0] not in allowed]
-    if not incorrect_shapes or getattr(model, "allow_checkpoint_shape_mismatch", True):
-        return
-    lines = "\n".join(f"  {key}: checkpoint {tuple(ckpt)} vs model {tuple(ours)}" for key, ckpt, ours in incorrect_shapes)
-    raise CheckpointShapeError(
-        f"Checkpoint {path or '<in memory>'} does not fit the model: {len(incorrect_shapes)} parameter(s) have other "
-        f"shapes:\n{lines}\nCheck that the config matches the checkpoint (e.g. MODEL.SEM_SEG_HEAD.NUM_CLASSES), "
-        "or set MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH True to skip these parameters when fine-tuning."
-    )
+def compact_keys(keys: Iterable[str]) -> str:
+    """``["a.b.weight", "a.b.bias", "c"]`` -> ``"a.b.{bias,weight}, c"``: the keys grouped by module."""
+    leaves: Dict[str, List[str]] = {}
+    for key in sorted(keys):
+        module, _, leaf = key.rpartition(".")
+        leaves.setdefault(module, []).append(leaf)
+    groups = [leaf[0] if len(leaf) == 1 else "{" + ",".join(leaf) + "}" for leaf in leaves.values()]
+    return ", ".join(f"{module}.{group}" if module else group for module, group in zip(leaves, groups))
 
 
-def load_weights_only(path: str) -> Dict:
+@dataclass
+class LoadReport:
     """
-    A ``.pth`` checkpoint read with ``torch.load(weights_only=True)``: tensors, numbers, strings
-    and containers of them; no object of the file is built by running its code.
+    What one load did to each key of the model's state dict.
 
-    Raises:
-        UnsafeCheckpointError: the file holds other objects; the message says how to re-save it.
+    Attributes:
+        path: the checkpoint.
+        loaded: number of keys set from the checkpoint.
+        reinitialized: class-head keys left at their fresh initialization (``load_class_head=False``).
+        skipped: ``(key, checkpoint shape, model shape)`` of keys with other shapes, left as they were.
+        missing: keys of the model the checkpoint lacks.
+        unexpected: keys of the checkpoint the model lacks.
     """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeCheckpointError(
-            f"Checkpoint {path} holds objects other than tensors and plain containers, which are not loaded "
-            "(torch.load(weights_only=True), so that loading runs no code from the file). If you trust the file, "
-            f"re-save its weights alone: torch.save({{'model': torch.load({path!r}, weights_only=False)['model']}}, "
-            f"'weights.pth').\ntorch: {e}"
-        ) from e
+
+    path: str
+    loaded: int
+    reinitialized: List[str]
+    skipped: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]
+    missing: List[str]
+    unexpected: List[str]
+
+    def rows(self) -> List[Tuple[str, int, str]]:
+        skipped = ", ".join(f"{key} {tuple(ckpt)}->{tuple(ours)}" for key, ckpt, ours in self.skipped)
+        return [
+            ("loaded", self.loaded, ""),
+            ("reinitialized", len(self.reinitialized), compact_keys(self.reinitialized)),
+            ("shape skipped", len(self.skipped), skipped),
+            ("missing", len(self.missing), compact_keys(self.missing)),
+            ("unexpected", len(self.unexpected), compact_keys(self.unexpected)),
+        ]
+
+    def table(self) -> str:
+        lines = [f"{name:<14}{count:>6}  {keys}".rstrip() for name, count, keys in self.rows()]
+        return "\n".join([f"Loaded checkpoint {self.path}:", *lines])
 
 
-def install_loading_rules() -> None:
-    """Wrap ``DetectionCheckpointer.load`` / ``_load_file`` / ``_load_model`` once (idempotent)."""
-    if getattr(DetectionCheckpointer, "_mask_former_rules", False):
-        return
-    original_load = DetectionCheckpointer.load
-    original_load_file = DetectionCheckpointer._load_file
-    original_load_model = DetectionCheckpointer._load_model
-
-    @functools.wraps(original_load)
-    def load(self, path, *args, **kwargs):
-        self._mask_former_path = path
-        return original_load(self, path, *args, **kwargs)
-
-    @functools.wraps(original_load_file)
-    def _load_file(self, filename):
-        if filename.endswith(DETECTRON2_FORMATS):
-            return original_load_file(self, filename)
-        loaded = load_weights_only(filename)
-        return loaded if "model" in loaded else {"model": loaded}
-
-    @functools.wraps(original_load_model)
-    def _load_model(self, checkpoint):
-        incompatible = original_load_model(self, checkpoint)
-        check_shapes(_unwrap(self.model), incompatible.incorrect_shapes, getattr(self, "_mask_former_path", None))
-        return incompatible
-
-    DetectionCheckpointer.load = load
-    DetectionCheckpointer._load_file = _load_file
-    DetectionCheckpointer._load_model = _load_model
-    DetectionCheckpointer._mask_former_rules = True
-
-
-class InferenceCheckpointer(DetectionCheckpointer):
+class MaskFormerCheckpointer(CheckpointerHooks):
     """
-    ``DetectionCheckpointer`` for evaluation and the demo, where random parameters would give
-    meaningless outputs silently: loading raises ``IncompleteCheckpointError`` listing the keys
-    when the checkpoint leaves saved parameters or buffers of the model uninitialized or holds
-    keys the model lacks, and ``MissingWeightsError`` when there are no weights at all (empty
-    path, and with ``resume_or_load(resume=True)`` no checkpoint in ``save_dir`` either).
+    ``DetectionCheckpointer`` (same arguments, file formats and model-zoo key matching) with the
+    loading rules of mask_former (through :class:`mask_former.compat.CheckpointerHooks`).
+
+    - Safe reading: ``.pth`` with ``torch.load(weights_only=True)``, ``.pkl`` with an unpickler that
+      builds only numpy arrays and plain containers (``UnsafeCheckpointError`` otherwise); a truncated
+      or damaged file is a ``CheckpointError`` naming it.
+    - Strict shapes: parameters whose shapes differ from the model's raise ``CheckpointShapeError``
+      naming each key, unless ``allow_shape_mismatch`` (then they are skipped, as fvcore does).
+    - Inference (``for_inference``): no weights (empty path) raise ``MissingWeightsError``; missing
+      or unexpected keys raise ``IncompleteCheckpointError``, unless ``allow_random_weights`` (then a
+      warning). Training allows missing keys (a backbone-only checkpoint).
+    - ``load_class_head=False`` (fine-tuning to other classes): the class head
+      (``sem_seg_head.predictor.class_embed.*``, ``criterion.empty_weight``) keeps its fresh
+      initialization and every other key of the model must load, as at inference. Resuming the run's
+      own checkpoint (``resume_or_load(..., resume=True)``) loads the class head too.
+    - Every load logs one table: keys loaded, reinitialized, skipped, missing and unexpected.
+    - Saving writes the checkpoint and the ``last_checkpoint`` pointer atomically (``save_dir`` must be
+      a local directory): a crash while saving never leaves a truncated checkpoint or a pointer to one.
+
     Buffers that are not persistent are not saved, so they never count as missing.
-
-    With ``allow_random_weights`` (``MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS``) these are warnings.
 
     Example::
 
-        InferenceCheckpointer(model, allow_random_weights=False).load(cfg.MODEL.WEIGHTS)
+        MaskFormerCheckpointer.from_config(cfg, model, for_inference=True).load(cfg.MODEL.WEIGHTS)
     """
 
-    def __init__(self, model: nn.Module, save_dir: str = "", *, allow_random_weights: bool = False, **checkpointables):
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        for_inference: bool = False,
+        allow_random_weights: bool = False,
+        allow_shape_mismatch: bool = False,
+        load_class_head: bool = True,
+        **checkpointables: Any,
+    ):
+        if for_inference and not load_class_head:
+            raise ValueError("load_class_head=False is for fine-tuning: at inference the class head must load")
         super().__init__(model, save_dir, **checkpointables)
+        self.for_inference = for_inference
         self.allow_random_weights = allow_random_weights
+        self.allow_shape_mismatch = allow_shape_mismatch
+        self.load_class_head = load_class_head
+        self._path = "<in memory>"
+        self._resuming = False
 
-    def load(self, path, *args, **kwargs):
-        if not path:
+    @classmethod
+    def from_config(
+        cls, cfg, model: nn.Module, save_dir: str = "", *, for_inference: bool = False, **checkpointables: Any
+    ) -> "MaskFormerCheckpointer":
+        """The checkpointer with the rules of ``MODEL.MASK_FORMER``: ``ALLOW_RANDOM_WEIGHTS``,
+        ``ALLOW_CHECKPOINT_SHAPE_MISMATCH`` and (not at inference) ``LOAD_CLASS_HEAD``."""
+        options = cfg.MODEL.MASK_FORMER
+        return cls(
+            model,
+            save_dir,
+            for_inference=for_inference,
+            allow_random_weights=options.ALLOW_RANDOM_WEIGHTS,
+            allow_shape_mismatch=options.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
+            load_class_head=options.LOAD_CLASS_HEAD or for_inference,
+            **checkpointables,
+        )
+
+    def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
+        if not path and self.for_inference:
             self._refuse(MissingWeightsError, "No weights to load: MODEL.WEIGHTS is empty.")
+        self._path = path or "<in memory>"
         return super().load(path, *args, **kwargs)
 
-    def _load_model(self, checkpoint):
-        incompatible = super()._load_model(checkpoint)
-        missing = filter_reused_missing_keys(self.model, incompatible.missing_keys)
-        unexpected = incompatible.unexpected_keys
-        if missing or unexpected:
-            listing = [get_missing_parameters_message(missing)] if missing else []
-            listing += [get_unexpected_parameters_message(unexpected)] if unexpected else []
-            path = getattr(self, "_mask_former_path", None) or "<in memory>"
-            self._refuse(
-                IncompleteCheckpointError,
-                f"Checkpoint {path} does not fit the model: {len(missing)} key(s) of the model are missing from "
-                f"it, {len(unexpected)} key(s) of it are not in the model.",
-                details="\n".join(listing),
-            )
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        self._resuming = resume and self.has_checkpoint()
+        try:
+            return super().resume_or_load(path, resume=resume)
+        finally:
+            self._resuming = False
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        os.makedirs(self.save_dir, exist_ok=True)
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        pointer = os.path.join(self.save_dir, "last_checkpoint")
+        atomic_write(pointer, lambda f: f.write(last_filename_basename.encode()))
+
+    def read_file(self, filename: str) -> Dict[str, Any]:
+        if filename.endswith(".pkl"):
+            checkpoint = model_zoo_checkpoint(load_numpy_pickle(filename), filename)
+        elif filename.endswith(".pyth"):
+            checkpoint = pycls_checkpoint(load_weights_only(filename), filename)
+        else:
+            loaded = load_weights_only(filename)
+            checkpoint = loaded if isinstance(loaded, dict) and "model" in loaded else {"model": loaded}
+        check_weights(checkpoint["model"], filename)
+        return checkpoint
+
+    def load_weights(self, checkpoint: Dict[str, Any]):
+        model_keys = self.model.state_dict().keys()
+        reinitialized = []
+        fine_tuning = not self.load_class_head and not self._resuming
+        if fine_tuning:
+            reinitialized = sorted(key for key in model_keys if is_class_head_key(key))
+            weights = checkpoint["model"]
+            for key in [key for key in weights if is_class_head_key(key.removeprefix("module."))]:
+                del weights[key]
+        incompatible = super().load_weights(checkpoint)
+        skipped = {key for key, _, _ in incompatible.incorrect_shapes}
+        missing = [
+            key
+            for key in filter_reused_missing_keys(self.model, incompatible.missing_keys)
+            if key not in skipped and key not in reinitialized
+        ]
+        report = LoadReport(
+            path=self._path,
+            loaded=len(model_keys) - len(set(incompatible.missing_keys) | skipped | set(reinitialized)),
+            reinitialized=reinitialized,
+            skipped=incompatible.incorrect_shapes,
+            missing=missing,
+            unexpected=list(incompatible.unexpected_keys),
+        )
+        self._check(report, strict=self.for_inference or fine_tuning)
         return incompatible
 
+    def report_incompatible_keys(self, incompatible) -> None:
+        """Nothing: ``load_weights`` logs the table of the load instead of fvcore's listings."""
+
+    def _check(self, report: LoadReport, *, strict: bool) -> None:
+        """Log the table of ``report``, then apply the rules to it (``strict``: no missing or unexpected keys)."""
+        complete = not (report.skipped or report.missing or report.unexpected)
+        logger.log(logging.INFO if complete else logging.WARNING, report.table())
+        if report.skipped and not self.allow_shape_mismatch:
+            lines = "\n".join(f"  {key}: checkpoint {ckpt} vs model {ours}" for key, ckpt, ours in report.skipped)
+            raise CheckpointShapeError(
+                f"Checkpoint {report.path} does not fit the model: {len(report.skipped)} parameter(s) have other "
+                f"shapes:\n{lines}\nCheck that the config matches the checkpoint (e.g. "
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES); to fine-tune on other classes set "
+                "MODEL.MASK_FORMER.LOAD_CLASS_HEAD False (the class head is then initialized fresh), or "
+                "MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH True to skip every parameter of another shape."
+            )
+        if strict and (report.missing or report.unexpected):
+            listing = [f"  missing: {compact_keys(report.missing)}"] if report.missing else []
+            listing += [f"  unexpected: {compact_keys(report.unexpected)}"] if report.unexpected else []
+            self._refuse(
+                IncompleteCheckpointError,
+                f"Checkpoint {report.path} does not fit the model: {len(report.missing)} key(s) of the model are "
+                f"missing from it, {len(report.unexpected)} key(s) of it are not in the model"
+                + ("" if self.for_inference else " (MODEL.MASK_FORMER.LOAD_CLASS_HEAD False loads all but the class "
+                   "head, from a checkpoint of the whole model)")
+                + ".",
+                details="\n".join(listing),
+            )
+
     def _refuse(self, error: type, message: str, details: str = "") -> None:
-        """Raise ``error``, or with ``allow_random_weights`` warn (the keys are then listed by fvcore)."""
+        """Raise ``error``, or with ``allow_random_weights`` warn (the keys are listed in the table)."""
         if not self.allow_random_weights:
             raise error("\n".join(filter(None, [message, details, RANDOM_WEIGHTS_HINT])))
-        logging.getLogger(__name__).warning(
+        logger.warning(
             f"{message} Running with randomly initialized parameters, as MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS is set."
         )
+
+
+def model_zoo_checkpoint(data: Any, path: str) -> Dict[str, Any]:
+    """A ``.pkl`` file's object as detectron2 v0.6 reads it: detectron2 model-zoo files
+    (``{"model": ..., "__author__": ...}``) as they are, Caffe2 / Detectron files (``"blobs"``, or the
+    weights at the top level) as weights for detectron2's name-matching heuristics."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"Checkpoint {path} holds a {type(data).__name__}, not a dict of weights")
+    if "model" in data and "__author__" in data:
+        logger.info(f"Reading a file from '{data['__author__']}'")
+        return data
+    weights = data.get("blobs", data)
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"Checkpoint {path}: 'blobs' holds a {type(weights).__name__}, not a dict of weights")
+    weights = {key: value for key, value in weights.items() if not key.endswith("_momentum")}
+    return {"model": weights, "__author__": "Caffe2", "matching_heuristics": True}
+
+
+def pycls_checkpoint(data: Any, path: str) -> Dict[str, Any]:
+    """A pycls ``.pyth`` file's object as detectron2 v0.6 reads it: ``"model_state"`` by name matching."""
+    if not isinstance(data, dict) or not isinstance(data.get("model_state"), dict):
+        raise CheckpointError(f"Checkpoint {path}: a pycls .pyth checkpoint must hold a dict under 'model_state'")
+    weights = {key: value for key, value in data["model_state"].items() if not key.endswith("num_batches_tracked")}
+    return {"model": weights, "__author__": "pycls", "matching_heuristics": True}
+
+
+def check_weights(weights: Any, path: str) -> None:
+    """``CheckpointError`` naming the file and key unless ``weights`` maps names to tensors or arrays."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"Checkpoint {path}: 'model' holds a {type(weights).__name__}, not a dict of weights")
+    for key, value in weights.items():
+        if not isinstance(key, str) or not isinstance(value, (torch.Tensor, np.ndarray)):
+            raise CheckpointError(
+                f"Checkpoint {path}: weight {key!r} is a {type(value).__name__}, not a tensor or numpy array"
+            )
 
 
 def add_random_weights_flag(parser: argparse.ArgumentParser) -> None:

@@ -42,15 +42,16 @@ import logging
 import os
 import shutil
 import uuid
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
-from PIL import Image
-from panopticapi.utils import id2rgb
-from tqdm import tqdm
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
+from panopticapi.utils import id2rgb
+from PIL import Image
+from tqdm import tqdm
 
 from .datasets import panoptic_metadata, register_coco_panoptic_annos_sem_seg, register_sem_seg
 from .datasets.registration import datasets_root
@@ -60,6 +61,7 @@ __all__ = [
     "DEMO_DATASET_NAMES",
     "demo_dataset_root",
     "ensure_demo_dataset",
+    "generate_atomically",
     "generate_demo_dataset",
     "register_demo_datasets",
 ]
@@ -114,13 +116,13 @@ THING_COLOR_RANGES = {
 }
 
 
-def demo_dataset_root():
+def demo_dataset_root() -> str:
     """The demo dataset's default folder: ``$DETECTRON2_DATASETS/demo_shapes`` (``DETECTRON2_
     DATASETS`` defaults to "datasets"), read when called."""
     return os.path.join(datasets_root(), "demo_shapes")
 
 
-def _split_paths(root, split):
+def _split_paths(root: str, split: str) -> Dict[str, str]:
     return {
         "image_root": os.path.join(root, "images", split),
         "panoptic_root": os.path.join(root, "panoptic", split),
@@ -134,25 +136,25 @@ def _split_paths(root, split):
 # Drawing one scene.
 
 
-def _noise(rng, shape, sigma):
+def _noise(rng: np.random.Generator, shape: Tuple[int, ...], sigma: float) -> np.ndarray:
     return rng.normal(0.0, sigma, shape)
 
 
-def _sky_texture(rng, height, width):
+def _sky_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Blue, brightening towards the horizon, nearly flat."""
     base = rng.uniform((90, 150, 215), (140, 195, 250))
     rows = np.linspace(0.0, 25.0, height)[:, None, None]
     return base + rows + _noise(rng, (height, width, 3), 3.0)
 
 
-def _grass_texture(rng, height, width):
+def _grass_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Green with strong pixel noise and vertical streaks."""
     base = rng.uniform((35, 115, 25), (80, 170, 65))
     streaks = _noise(rng, (1, width, 1), 12.0)
     return base + streaks + _noise(rng, (height, width, 3), 20.0)
 
 
-def _wall_texture(rng, height, width):
+def _wall_texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Red-brown bricks (8 x 16 px, staggered rows) with light mortar lines."""
     brick = rng.uniform((145, 70, 50), (185, 105, 85))
     mortar = rng.uniform((185, 180, 170), (215, 210, 200))
@@ -163,10 +165,17 @@ def _wall_texture(rng, height, width):
     return texture + _noise(rng, (height, width, 3), 8.0)
 
 
-STUFF_TEXTURES = {SKY: _sky_texture, GRASS: _grass_texture, WALL: _wall_texture}
+# A segment of a scene: (contiguous class id, bool [H, W] mask).
+Segment = Tuple[int, np.ndarray]
+
+STUFF_TEXTURES: Dict[int, Callable[[np.random.Generator, int, int], np.ndarray]] = {
+    SKY: _sky_texture,
+    GRASS: _grass_texture,
+    WALL: _wall_texture,
+}
 
 
-def _stuff_layout(rng, height, width):
+def stuff_layout(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Sky above a wavy horizon, grass below, and sometimes a wall standing on one side.
 
     Returns:
@@ -188,14 +197,30 @@ def _stuff_layout(rng, height, width):
     return layout
 
 
-def _shape_polygon(category, center, radius, angle):
+def draw_background(rng: np.random.Generator, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Stuff regions (:func:`stuff_layout`) filled with their textures.
+
+    Returns:
+        tuple: ``[H, W]`` int64 contiguous stuff ids and the float ``[H, W, 3]`` RGB image.
+    """
+    layout = stuff_layout(rng, height, width)
+    image = np.zeros((height, width, 3))
+    for category, texture in STUFF_TEXTURES.items():
+        region = layout == category
+        image[region] = texture(rng, height, width)[region]
+    return layout, image
+
+
+def _shape_polygon(category: int, center: np.ndarray, radius: float, angle: float) -> np.ndarray:
     """Corners of a square or an equilateral triangle, rotated by ``angle``."""
     corners, scale = {SQUARE: (4, 1.2), TRIANGLE: (3, 1.25)}[category]
     angles = angle + 2 * np.pi * np.arange(corners) / corners
     return np.stack([np.cos(angles), np.sin(angles)], axis=1) * radius * scale + center
 
 
-def _shape_mask(category, center, radius, angle, height, width):
+def shape_mask(
+    category: int, center: np.ndarray, radius: float, angle: float, height: int, width: int
+) -> np.ndarray:
     """Bool ``[H, W]`` mask of one shape (pixel centres inside it)."""
     ys, xs = np.mgrid[:height, :width] + 0.5
     if category == CIRCLE:
@@ -211,14 +236,14 @@ def _shape_mask(category, center, radius, angle, height, width):
     return (sides >= 0).all(axis=0) | (sides <= 0).all(axis=0)
 
 
-def _random_shape(rng, height, width):
+def _random_shape(rng: np.random.Generator, height: int, width: int) -> Tuple[int, np.ndarray]:
     category = int(rng.choice(THING_IDS))
     radius = min(height, width) * rng.uniform(0.1, 0.22)
     center = rng.uniform((0.05 * width, 0.05 * height), (0.95 * width, 0.95 * height))
-    return category, _shape_mask(category, center, radius, rng.uniform(0, 2 * np.pi), height, width)
+    return category, shape_mask(category, center, radius, rng.uniform(0, 2 * np.pi), height, width)
 
 
-def _thing_texture(rng, category, height, width):
+def thing_texture(rng: np.random.Generator, category: int, height: int, width: int) -> np.ndarray:
     """The class's colour, a random linear shading and pixel noise."""
     low, high = THING_COLOR_RANGES[category]
     ys, xs = np.mgrid[:height, :width]
@@ -227,7 +252,7 @@ def _thing_texture(rng, category, height, width):
     return rng.uniform(low, high) + shading + _noise(rng, (height, width, 3), 6.0)
 
 
-def _place_things(rng, height, width):
+def _place_things(rng: np.random.Generator, height: int, width: int) -> List[Segment]:
     """Shapes in drawing order; none covers more than 1 - MIN_VISIBLE_FRACTION of an earlier one.
 
     Returns:
@@ -246,7 +271,7 @@ def _place_things(rng, height, width):
     return things
 
 
-def _unlabelled_rock(rng, height, width):
+def _unlabelled_rock(rng: np.random.Generator, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
     """A grey ellipse in the lower half of the image, left unlabelled like COCO's unannotated
     objects.
 
@@ -261,7 +286,7 @@ def _unlabelled_rock(rng, height, width):
     return mask, texture
 
 
-def _draw_scene(rng, height, width):
+def _draw_scene(rng: np.random.Generator, height: int, width: int) -> Tuple[np.ndarray, List[Segment]]:
     """One random scene.
 
     Returns:
@@ -269,11 +294,7 @@ def _draw_scene(rng, height, width):
         (contiguous class id, bool ``[H, W]`` visible mask) that tile the image except for
         unlabelled fragments.
     """
-    layout = _stuff_layout(rng, height, width)
-    image = np.zeros((height, width, 3))
-    for category, texture in STUFF_TEXTURES.items():
-        region = layout == category
-        image[region] = texture(rng, height, width)[region]
+    layout, image = draw_background(rng, height, width)
 
     unlabelled = np.zeros((height, width), dtype=bool)
     if rng.random() < ROCK_PROBABILITY:
@@ -285,7 +306,7 @@ def _draw_scene(rng, height, width):
     visible_things = []
     for category, mask in reversed(things):  # the last drawn is on top
         visible = mask & ~covered
-        image[visible] = _thing_texture(rng, category, height, width)[visible]
+        image[visible] = thing_texture(rng, category, height, width)[visible]
         covered |= mask
         visible_things.append((category, visible))
 
@@ -300,19 +321,21 @@ def _draw_scene(rng, height, width):
 # Writing the files.
 
 
-def _bbox(mask):
+def _bbox(mask: np.ndarray) -> List[int]:
     """COCO [x, y, w, h] of a non-empty mask."""
     ys, xs = np.nonzero(mask)
     x0, y0 = int(xs.min()), int(ys.min())
     return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
 
 
-def _rle(mask):
+def mask_rle(mask: np.ndarray) -> Dict[str, Any]:
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
 
-def _write_sample(paths, stem, image, segments):
+def _write_sample(
+    paths: Dict[str, str], stem: str, image: np.ndarray, segments: List[Segment]
+) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """Write one image and its label files; returns its panoptic segments_info and instance
     annotations (without ids)."""
     height, width = image.shape[:2]
@@ -331,7 +354,7 @@ def _write_sample(paths, stem, image, segments):
             instances.append(
                 {
                     "category_id": dataset_id,
-                    "segmentation": _rle(mask),
+                    "segmentation": mask_rle(mask),
                     "area": area,
                     "bbox": bbox,
                     "iscrowd": 0,
@@ -343,7 +366,9 @@ def _write_sample(paths, stem, image, segments):
     return segments_info, instances
 
 
-def _write_split(root, split, num_images, image_size, seed, progress):
+def _write_split(
+    root: str, split: str, num_images: int, image_size: Tuple[int, int], seed: int, progress: tqdm
+) -> None:
     paths = _split_paths(root, split)
     for key in ("image_root", "panoptic_root", "sem_seg_root"):
         os.makedirs(paths[key], exist_ok=True)
@@ -397,12 +422,12 @@ def _write_split(root, split, num_images, image_size, seed, progress):
     )
 
 
-def _write_json(path, content):
+def _write_json(path: str, content: Dict[str, Any]) -> None:
     with open(path, "w") as f:
         json.dump(content, f)
 
 
-def _read_manifest(root):
+def read_manifest(root: str) -> Optional[Dict[str, Any]]:
     """The manifest of a complete demo dataset at ``root``, or None."""
     path = os.path.join(root, MANIFEST)
     if not os.path.isfile(path):
@@ -411,11 +436,11 @@ def _read_manifest(root):
         return json.load(f)
 
 
-def _remove_previous(root):
-    """Remove an earlier demo dataset (or an empty folder) at ``root``; refuse anything else."""
+def _remove_previous(root: str) -> None:
+    """Remove an earlier generated dataset (or an empty folder) at ``root``; refuse anything else."""
     if not os.path.exists(root):
         return
-    if _read_manifest(root) is None and os.listdir(root):
+    if read_manifest(root) is None and os.listdir(root):
         raise FileExistsError(
             f"{root} exists and is not a demo shapes dataset (no {MANIFEST}); remove it or "
             "choose another root"
@@ -424,8 +449,13 @@ def _remove_previous(root):
 
 
 def generate_demo_dataset(
-    root=None, num_train=240, num_val=48, image_size=(96, 128), seed=0, force=False
-):
+    root: Optional[str] = None,
+    num_train: int = 240,
+    num_val: int = 48,
+    image_size: Tuple[int, int] = (96, 128),
+    seed: int = 0,
+    force: bool = False,
+) -> str:
     """Write the demo shapes dataset under ``root`` (a few seconds on a CPU).
 
     Deterministic given the arguments. Skipped where ``root`` already holds a complete dataset
@@ -457,8 +487,28 @@ def generate_demo_dataset(
         "image_size": list(image_size),
         "seed": seed,
     }
-    if not force and _read_manifest(root) == settings:
-        logger.info(f"Demo dataset already complete at {root}; not regenerating.")
+
+    def write(staging):
+        with tqdm(total=num_train + num_val, desc="Generating demo shapes", unit="img") as bar:
+            for split, count in zip(SPLITS, (num_train, num_val)):
+                _write_split(staging, split, count, tuple(image_size), seed, bar)
+
+    return generate_atomically(root, settings, write, force, "Demo dataset")
+
+
+def generate_atomically(root, settings, write, force=False, what="Dataset"):
+    """Run ``write(folder)`` to generate a dataset at ``root`` with a manifest holding ``settings``.
+
+    Skipped where ``root`` already holds a complete dataset (its manifest) of the same settings,
+    unless ``force``; an earlier generated dataset with other settings is replaced, any other
+    content of ``root`` refused. ``write`` fills a temporary folder beside ``root``, moved into
+    place at the end, so an interrupted run leaves no partial dataset.
+
+    Returns:
+        str: ``root``.
+    """
+    if not force and read_manifest(root) == settings:
+        logger.info(f"{what} already complete at {root}; not regenerating.")
         return root
     _remove_previous(root)
 
@@ -466,25 +516,23 @@ def generate_demo_dataset(
     staging = os.path.join(parent, f".{name}-{uuid.uuid4().hex}")
     os.makedirs(staging)
     try:
-        with tqdm(total=num_train + num_val, desc="Generating demo shapes", unit="img") as bar:
-            for split, count in zip(SPLITS, (num_train, num_val)):
-                _write_split(staging, split, count, tuple(image_size), seed, bar)
+        write(staging)
         _write_json(os.path.join(staging, MANIFEST), settings)
         os.rename(staging, root)
     except OSError:
-        if _read_manifest(root) is None:  # not another process finishing first
+        if read_manifest(root) is None:  # not another process finishing first
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info(f"Demo dataset written to {root}.")
+    logger.info(f"{what} written to {root}.")
     return root
 
 
-def ensure_demo_dataset(root=None):
+def ensure_demo_dataset(root: Optional[str] = None) -> str:
     """Generate the demo dataset with default settings at ``root`` (default
     :func:`demo_dataset_root`) unless a complete one is there. Returns ``root``."""
     root = root or demo_dataset_root()
-    if _read_manifest(root) is None:
+    if read_manifest(root) is None:
         generate_demo_dataset(root)
     return root
 
@@ -493,18 +541,20 @@ def ensure_demo_dataset(root=None):
 # Registration.
 
 
-def _generate_before_loading(name, root):
-    """Make the loader registered as ``name`` generate the dataset first where it is missing."""
+def generate_before_loading(name: str, ensure: Callable[[], Any]) -> None:
+    """Make the loader registered as ``name`` call ``ensure()`` (which generates the dataset where it
+    is missing) first."""
     load = DatasetCatalog.pop(name)
 
-    def generate_and_load():
-        ensure_demo_dataset(root)
+    def generate_and_load() -> List[Dict[str, Any]]:
+        ensure()
         return load()
 
     DatasetCatalog.register(name, generate_and_load)
 
 
-def _unregister(name):
+def unregister(name: str) -> None:
+    """Remove ``name`` from detectron2's dataset and metadata catalogs where it is there."""
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
     if name in MetadataCatalog.list():
@@ -514,7 +564,7 @@ def _unregister(name):
 _INSTANCE_METADATA_KEYS = ("thing_classes", "thing_colors", "thing_dataset_id_to_contiguous_id")
 
 
-def _register_split(root, split, metadata):
+def _register_split(root: str, split: str, metadata: Dict[str, Any]) -> None:
     paths = _split_paths(root, split)
     register_sem_seg(
         f"demo_shapes_sem_seg_{split}",
@@ -541,17 +591,17 @@ def _register_split(root, split, metadata):
     )
 
 
-def register_demo_datasets(root=None):
+def register_demo_datasets(root: Optional[str] = None) -> None:
     """Register (or re-register) the demo datasets of :data:`DEMO_DATASET_NAMES` under ``root``
     (default :func:`demo_dataset_root`). No file is read or written here."""
     root = root or demo_dataset_root()
     for name in DEMO_DATASET_NAMES:
-        _unregister(name)
+        unregister(name)
     metadata = panoptic_metadata(DEMO_CATEGORIES)
     for split in SPLITS:
         _register_split(root, split, metadata)
     for name in DEMO_DATASET_NAMES:
-        _generate_before_loading(name, root)
+        generate_before_loading(name, partial(ensure_demo_dataset, root))
 
 
 register_demo_datasets()

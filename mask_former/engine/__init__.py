@@ -1,8 +1,6 @@
 """Training and evaluation: the trainer and its pieces, the launcher, test-time augmentation."""
-from ..checkpoint import AtomicCheckpointer, atomic_write
-from .config import ConfigError, build_config
 from ..evaluation import EVALUATOR_BUILDERS, build_evaluator
-from .launch import launch, uses_cuda
+from .launch import launch
 from .optimizer import build_optimizer, get_param_groups
 from .rng import derive_seed, isolated_rngs, seed_rngs
 from .train_loader import IterationBatchSampler, IterationDataLoader, SeededMapDataset, build_train_loader
@@ -10,16 +8,12 @@ from .trainer import Trainer, build_step_trainer, training_seed
 from .tta import SemanticSegmentorWithTTA
 
 __all__ = [
-    "AtomicCheckpointer",
-    "ConfigError",
     "EVALUATOR_BUILDERS",
     "IterationBatchSampler",
     "IterationDataLoader",
     "SeededMapDataset",
     "SemanticSegmentorWithTTA",
     "Trainer",
-    "atomic_write",
-    "build_config",
     "build_evaluator",
     "build_optimizer",
     "build_step_trainer",
@@ -30,5 +24,4 @@ __all__ = [
     "launch",
     "seed_rngs",
     "training_seed",
-    "uses_cuda",
 ]

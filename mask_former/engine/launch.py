@@ -8,22 +8,16 @@ import socket
 from datetime import timedelta
 from typing import Callable, Optional, Sequence
 
-import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from detectron2.engine import launch as launch_on_gpus
 from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.utils import comm
 
 from ..compat import set_local_process_group
+from ..config import uses_cuda
 
-__all__ = ["find_free_port", "launch", "uses_cuda"]
-
-
-def uses_cuda(device: str) -> bool:
-    """Whether a ``MODEL.DEVICE`` value means running on CUDA here."""
-    return str(device).startswith("cuda") and torch.cuda.is_available()
+__all__ = ["find_free_port", "launch"]
 
 
 def find_free_port() -> int:

@@ -14,7 +14,7 @@ from detectron2.structures import BitMasks, Instances
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 from tqdm import tqdm
 
-from ..checkpoint import InferenceCheckpointer
+from ..checkpoint import MaskFormerCheckpointer
 from ..data.datasets.registration import model_classes
 
 __all__ = ["BatchPredictor", "TASKS", "VisualizationDemo", "draw_predictions", "visualizer_metadata"]
@@ -23,7 +23,7 @@ __all__ = ["BatchPredictor", "TASKS", "VisualizationDemo", "draw_predictions", "
 class BatchPredictor:
     """
     Like detectron2's ``DefaultPredictor`` (weights from ``MODEL.WEIGHTS``, which must initialize
-    every parameter, see :class:`mask_former.checkpoint.InferenceCheckpointer`; BGR input converted to
+    every parameter, see :class:`mask_former.checkpoint.MaskFormerCheckpointer`; BGR input converted to
     ``INPUT.FORMAT``, resized to ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, outputs at the input's
     resolution), but for a batch of images in one forward call.
 
@@ -40,8 +40,7 @@ class BatchPredictor:
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg)
         self.model.eval()
-        allow_random_weights = cfg.MODEL.MASK_FORMER.ALLOW_RANDOM_WEIGHTS
-        InferenceCheckpointer(self.model, allow_random_weights=allow_random_weights).load(cfg.MODEL.WEIGHTS)
+        MaskFormerCheckpointer.from_config(cfg, self.model, for_inference=True).load(cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
 

@@ -1,5 +1,10 @@
-"""The trainer of MaskFormer / Mask2Former: detectron2's ``DefaultTrainer`` with MaskFormer's data
-mappers, optimizer, LR schedule and evaluators, CPU training, and exactly resumable runs."""
+"""The trainer of MaskFormer / Mask2Former.
+
+A training loop of its own on detectron2's ``TrainerBase`` (as detectron2's ``tools/plain_train_net.py``
+owns its loop), with detectron2's hooks, writers and evaluation loop: detectron2 v0.6's
+``DefaultTrainer`` builds its step trainer and its DDP model for CUDA only (AMP and ``device_ids``), and
+has no way to resume the data stream and the random generators exactly.
+"""
 import importlib.util
 import logging
 import os
@@ -7,26 +12,33 @@ import weakref
 from collections import OrderedDict
 from typing import Dict, List, Optional
 
-from torch import nn
-
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model
-from detectron2.engine.train_loop import TrainerBase
-from detectron2.evaluation import DatasetEvaluator
+from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.evaluation import DatasetEvaluator, verify_results
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
+from fvcore.nn.precise_bn import get_bn_modules
+from torch import nn
 
+from ..checkpoint import MaskFormerCheckpointer
+from ..config import uses_cuda
 from ..data.dataset_mappers import build_dataset_mapper
-from ..checkpoint import AtomicCheckpointer
 from ..evaluation import build_evaluator
-from .launch import uses_cuda
 from .optimizer import build_optimizer
 from .rng import derive_seed, seed_rngs
 from .train_loader import IterationDataLoader, build_train_loader
 from .tta import SemanticSegmentorWithTTA
 
-__all__ = ["Trainer", "build_step_trainer", "training_seed"]
+__all__ = ["STEP_TRAINER_STATE_KEY", "Trainer", "build_step_trainer", "training_seed"]
+
+STEP_TRAINER_STATE_KEY = "_trainer"
+"""Key of the step trainer's state (the optimizer's) in the trainer's checkpointed state: the key of
+detectron2's ``DefaultTrainer`` after v0.6 (v0.6 leaves the optimizer out of its checkpoints), so that
+checkpoints of either trainer resume in the other."""
+
+WRITE_PERIOD = 20
+"""Iterations between two writes of the metrics (detectron2's default)."""
 
 
 def training_seed(cfg) -> int:
@@ -51,60 +63,139 @@ def build_step_trainer(cfg, model: nn.Module, data_loader, optimizer) -> SimpleT
     return SimpleTrainer(model, data_loader, optimizer)
 
 
-class Trainer(DefaultTrainer):
+class Trainer(TrainerBase):
     """
-    ``DefaultTrainer`` for MaskFormer / Mask2Former.
+    The trainer of MaskFormer / Mask2Former, with ``DefaultTrainer``'s interface (``build_*`` class
+    methods to override, ``resume_or_load``, ``train``, ``test``).
 
     - Training data: the dataset mapper named ``INPUT.DATASET_MAPPER_NAME``, through
       :func:`build_train_loader` (a stream that is a function of the seed and the iteration).
       Evaluation data: detectron2's test loader (``DatasetMapper``).
     - Optimizer: :func:`build_optimizer`; LR schedule: detectron2's, with DeepLab's ``WarmupPolyLR``.
-    - Evaluators: :func:`build_evaluator` by the datasets' ``evaluator_type``.
+    - Evaluators: :func:`build_evaluator` by the datasets' ``evaluator_type``; ``TEST.AUG.ENABLED``:
+      :meth:`test_with_TTA`.
     - Runs on the CPU (DDP over gloo processes, see :func:`launch`); AMP on the CPU: see
       :func:`build_step_trainer`.
     - ``resume_or_load(resume=True)`` continues exactly: the checkpoints (written atomically)
       hold the optimizer, the LR schedule and the seed; the data stream restarts at the next
       iteration, and the global random generators (used by the model, e.g. point sampling and
       dropout) are seeded at every iteration from (seed, iteration, rank).
+
+    Attributes:
+        cfg: the config, scaled by :meth:`auto_scale_workers`.
+        seed: the seed of the data stream and of the per-iteration random generators.
+        step_trainer: detectron2's ``SimpleTrainer`` / ``AMPTrainer``, which runs one iteration.
+        scheduler: the LR schedule.
+        checkpointer: saves the model and this trainer's state in ``OUTPUT_DIR``.
+        last_eval_results: the results of the last evaluation during training (None before one).
     """
 
     def __init__(self, cfg):
-        TrainerBase.__init__(self)
+        super().__init__()
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        self.cfg = cfg
         self.seed = training_seed(cfg)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg, seed=self.seed)
+        # Without device_ids, DDP over CPU processes (gloo); detectron2 would name the local GPU.
         device_ids = [comm.get_local_rank()] if uses_cuda(cfg.MODEL.DEVICE) else None
         model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
-        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
+        self.step_trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        self.start_iter = 0
+        self.checkpointer = MaskFormerCheckpointer.from_config(cfg, model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
+        self.last_eval_results: Optional[OrderedDict] = None
         self.register_hooks(self.build_hooks())
 
+    @property
+    def model(self) -> nn.Module:
+        """The trained model (wrapped in ``DistributedDataParallel`` where several processes train)."""
+        return self.step_trainer.model
+
+    @property
+    def data_loader(self) -> IterationDataLoader:
+        return self.step_trainer.data_loader
+
+    @property
+    def optimizer(self):
+        return self.step_trainer.optimizer
+
     def resume_or_load(self, resume: bool = True) -> None:
-        super().resume_or_load(resume=resume)
+        """
+        With ``resume`` and a checkpoint in ``OUTPUT_DIR`` (its ``last_checkpoint`` file): load the model and
+        the training state from it and continue at the iteration after it. Otherwise load ``MODEL.WEIGHTS``
+        (the model only) and start at iteration 0.
+        """
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self.start_iter = self.iter + 1  # the checkpoint holds the state after iteration ``self.iter``
         self.data_loader.restart_at(self.start_iter, self.seed)
+
+    def train(self) -> Optional[OrderedDict]:
+        """Train from ``start_iter`` to ``SOLVER.MAX_ITER``. With ``TEST.EXPECTED_RESULTS``, check the last
+        evaluation's results against them and return those results (main process)."""
+        super().train(self.start_iter, self.max_iter)
+        if not (self.cfg.TEST.EXPECTED_RESULTS and comm.is_main_process()):
+            return None
+        if self.last_eval_results is None:
+            raise RuntimeError("TEST.EXPECTED_RESULTS is set, but no evaluation ran during training")
+        verify_results(self.cfg, self.last_eval_results)
+        return self.last_eval_results
 
     def run_step(self) -> None:
         seed_rngs(derive_seed(self.seed, self.iter, comm.get_rank()))
-        super().run_step()
+        self.step_trainer.iter = self.iter
+        self.step_trainer.run_step()
 
     def state_dict(self) -> Dict:
-        return {**super().state_dict(), "_trainer": self._trainer.state_dict(), "seed": self.seed}
+        """The iteration, the hooks' states (the LR schedule's), the optimizer's and the seed."""
+        return {**super().state_dict(), STEP_TRAINER_STATE_KEY: self.step_trainer.state_dict(), "seed": self.seed}
 
     def load_state_dict(self, state_dict: Dict) -> None:
         super().load_state_dict(state_dict)
-        if "_trainer" in state_dict:
-            self._trainer.load_state_dict(state_dict["_trainer"])
+        if STEP_TRAINER_STATE_KEY in state_dict:
+            self.step_trainer.load_state_dict(state_dict[STEP_TRAINER_STATE_KEY])
         else:
             logging.getLogger(__name__).warning("The checkpoint has no optimizer state: the optimizer starts afresh")
         self.seed = state_dict.get("seed", self.seed)
+
+    def build_hooks(self) -> List[Optional[HookBase]]:
+        """
+        detectron2's hooks, in this order: iteration timer, LR schedule, PreciseBN (see
+        :meth:`build_precise_bn_hook`), then in the main process the periodic checkpointer; evaluation
+        every ``TEST.EVAL_PERIOD`` iterations and at the end (after the checkpoint, which is then there to
+        debug a failing evaluation with); last, in the main process, the writers of the metrics (the
+        evaluation's included). None stands for a hook left out.
+        """
+        main_process = comm.is_main_process()
+        return [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(),
+            self.build_precise_bn_hook(),
+            hooks.PeriodicCheckpointer(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD) if main_process else None,
+            hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self.evaluate_during_training),
+            hooks.PeriodicWriter(self.build_writers(), period=WRITE_PERIOD) if main_process else None,
+        ]
+
+    def build_precise_bn_hook(self) -> Optional[hooks.PreciseBN]:
+        """Where ``TEST.PRECISE_BN.ENABLED`` and the model has batch norms: before each evaluation, their
+        statistics recomputed on ``TEST.PRECISE_BN.NUM_ITER`` batches of a training loader of their own (no
+        workers), so that the training stream is not disturbed. None otherwise."""
+        if not (self.cfg.TEST.PRECISE_BN.ENABLED and get_bn_modules(self.model)):
+            return None
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = 0
+        loader = self.build_train_loader(cfg, seed=self.seed)
+        return hooks.PreciseBN(cfg.TEST.EVAL_PERIOD, self.model, loader, cfg.TEST.PRECISE_BN.NUM_ITER)
+
+    def evaluate_during_training(self) -> OrderedDict:
+        """:meth:`test` of the model being trained; the results are kept in ``last_eval_results``."""
+        self.last_eval_results = self.test(self.cfg, self.model)
+        return self.last_eval_results
 
     def build_writers(self) -> List[EventWriter]:
         """detectron2's default writers; TensorBoard's only where it is installed."""
@@ -113,6 +204,12 @@ class Trainer(DefaultTrainer):
         if importlib.util.find_spec("tensorboard") is not None:
             writers.append(TensorboardXWriter(self.cfg.OUTPUT_DIR))
         return writers
+
+    # detectron2's class methods, reused as they are: they call this class's build_* methods.
+    auto_scale_workers = staticmethod(DefaultTrainer.auto_scale_workers)
+    build_model = classmethod(DefaultTrainer.build_model.__func__)
+    build_test_loader = classmethod(DefaultTrainer.build_test_loader.__func__)
+    test = classmethod(DefaultTrainer.test.__func__)
 
     @classmethod
     def build_train_loader(cls, cfg, seed: Optional[int] = None) -> IterationDataLoader:

@@ -1,6 +1,6 @@
 """Choosing the evaluators of a dataset from its metadata's ``evaluator_type``, with the rules of
-the config's model family (:func:`mask_former.modeling.build.model_recipe`): upstream MaskFormer
-(v1) and Mask2Former evaluate the same datasets differently."""
+the config's recipe (:func:`mask_former.modeling.recipe.build_recipe`, its ``evaluator_family``):
+upstream MaskFormer (v1) and Mask2Former evaluate the same datasets differently."""
 import importlib.util
 import logging
 import os
@@ -18,8 +18,9 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
+from ..modeling.recipe import build_recipe
 from .instance_evaluation import InstanceSegEvaluator
-from ..modeling.build import model_recipe
+from .ytvis_evaluation import YTVISEvaluator
 
 __all__ = ["EVALUATOR_BUILDERS", "MASK2FORMER_EVALUATORS", "MASKFORMER_EVALUATORS", "build_evaluator"]
 
@@ -90,6 +91,10 @@ def _lvis_instance(cfg, dataset_name: str, output_dir: str) -> LVISEvaluator:
     return LVISEvaluator(dataset_name, tasks=_MASK_AP_TASKS, output_dir=output_dir)
 
 
+def _ytvis(cfg, dataset_name: str, output_dir: str) -> YTVISEvaluator:
+    return YTVISEvaluator(dataset_name, output_dir=output_dir)
+
+
 def _cityscapes_semantic(cfg, dataset_name: str, output_dir: str) -> CityscapesSemSegEvaluator:
     return CityscapesSemSegEvaluator(dataset_name)
 
@@ -136,6 +141,8 @@ MASK2FORMER_EVALUATORS: EvaluatorTable = {
         _only_if("INSTANCE_ON", _cityscapes_instance),
     ),
     "lvis": (_lvis_instance,),
+    # Video instance segmentation (Mask2Former's video project).
+    "ytvis": (_ytvis,),
 }
 """Mask2Former: ``evaluator_type`` -> the builders of its evaluators."""
 
@@ -143,13 +150,14 @@ EVALUATOR_BUILDERS: Dict[str, EvaluatorTable] = {
     "maskformer": MASKFORMER_EVALUATORS,
     "mask2former": MASK2FORMER_EVALUATORS,
 }
-"""``model_recipe(cfg)`` -> its evaluator table."""
+"""A recipe's ``evaluator_family`` -> its evaluator table."""
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) -> DatasetEvaluator:
     """
-    The evaluators of ``dataset_name``, as upstream builds them for the config's model family
-    (``model_recipe(cfg)``): chosen by the dataset metadata's ``evaluator_type`` and by the inference
+    The evaluators of ``dataset_name``, as upstream builds them for the config's recipe
+    (:func:`~mask_former.modeling.recipe.build_recipe`): chosen by the dataset metadata's ``evaluator_type``
+    and by the inference
     outputs the config turns on (``MODEL.MASK_FORMER.TEST.{SEMANTIC,PANOPTIC,INSTANCE}_ON``).
 
     Args:
@@ -163,12 +171,12 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) ->
         ImportError: the evaluator needs a package that is not installed (LVIS: ``lvis``).
     """
     output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference")
-    recipe = model_recipe(cfg)
-    table = EVALUATOR_BUILDERS[recipe]
+    family = build_recipe(cfg).evaluator_family
+    table = EVALUATOR_BUILDERS[family]
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
     if evaluator_type not in table:
         raise NotImplementedError(
-            f"No {recipe} evaluator for dataset {dataset_name!r} of evaluator_type {evaluator_type!r}; "
+            f"No {family} evaluator for dataset {dataset_name!r} of evaluator_type {evaluator_type!r}; "
             f"known types: {sorted(table)}"
         )
     evaluators: List[DatasetEvaluator] = [

@@ -2,7 +2,6 @@
 from typing import Dict, List
 
 import torch
-
 from detectron2.data.catalog import Metadata
 from detectron2.evaluation import COCOEvaluator
 

@@ -17,8 +17,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..compat import size_oblivious_export
-from ..modeling.layers import padding_to_multiple
-from ..modeling.postprocessing import instance_tensors, panoptic_tensors, semantic_inference
+from ..modeling.fast_paths.kept_queries import panoptic_stage
+from ..modeling.padding import padding_to_multiple
+from ..modeling.postprocessing import instance_tensors, semantic_inference
 from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ def check_exportable(model) -> None:
     if type(model).__name__ != "MaskFormer":
         raise ValueError(f"MODEL.META_ARCHITECTURE {type(model).__name__!r} cannot be exported: only 'MaskFormer' can")
     if not model_tasks(model):
-        raise ValueError("nothing to export: MODEL.MASK_FORMER.TEST.SEMANTIC_ON, PANOPTIC_ON and INSTANCE_ON are all False")
+        raise ValueError(
+            "nothing to export: MODEL.MASK_FORMER.TEST.SEMANTIC_ON, PANOPTIC_ON and INSTANCE_ON are all False"
+        )
 
 
 class ExportableMaskFormer(nn.Module):
@@ -53,7 +56,7 @@ class ExportableMaskFormer(nn.Module):
         check_exportable(model)
         self.model = model
         self.tasks = model_tasks(model)
-        self.require_mask_confidence = getattr(model, "recipe", "mask2former") == "mask2former"
+        self.require_mask_confidence = model.recipe.require_mask_confidence
         self.eval()
 
     def forward(self, image: Tensor) -> Tuple[Tensor, ...]:
@@ -72,7 +75,7 @@ class ExportableMaskFormer(nn.Module):
         if "semantic" in self.tasks:
             stages["semantic"] = {"sem_seg": semantic_inference(mask_cls, mask_prob)}
         if "panoptic" in self.tasks:
-            stage = panoptic_tensors(
+            stage = panoptic_stage(
                 mask_cls, mask_prob, num_classes=num_classes, object_mask_threshold=model.object_mask_threshold,
                 require_mask_confidence=self.require_mask_confidence,
             )
@@ -135,7 +138,10 @@ def export_onnx(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> Non
 def export_torch(wrapper: ExportableMaskFormer, image: Tensor, path: Path) -> None:
     """torch.export with dynamic H and W (sides MIN_SIDE to MAX_SIDE). Size-oblivious shape reasoning lets the
     view/contiguity checks of reshapes hold for sizes of 1 too, instead of guarding (and failing) on them."""
-    dims = {0: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE), 1: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)}
+    dims = {
+        0: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
+        1: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE),
+    }
     with size_oblivious_export():
         program = torch.export.export(wrapper, (image,), dynamic_shapes=(dims,), strict=False)
     torch.export.save(program, str(path))

@@ -32,7 +32,9 @@ def output_names(tasks: List[str]) -> List[str]:
 def read_meta(directory: Path) -> Dict:
     path = directory / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {directory} is not a directory written by tools/export_model.py")
+        raise FileNotFoundError(
+            f"{path} does not exist: {directory} is not a directory written by tools/export_model.py"
+        )
     meta = json.loads(path.read_text())
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
@@ -84,10 +86,11 @@ class ExportedPredictor:
     def check_image(self, image) -> np.ndarray:
         if not isinstance(image, np.ndarray):
             raise TypeError(f"the image must be a numpy array, got {type(image).__name__}")
+        expected = f"the image must be uint8 [H, W, 3] in {self.meta['input_format']}"
         if image.dtype != np.uint8:
-            raise TypeError(f"the image must be uint8 [H, W, 3] in {self.meta['input_format']}, got dtype {image.dtype}")
+            raise TypeError(f"{expected}, got dtype {image.dtype}")
         if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"the image must be uint8 [H, W, 3] in {self.meta['input_format']}, got shape {image.shape}")
+            raise ValueError(f"{expected}, got shape {image.shape}")
         d = self.meta.get("size_divisibility", 0)
         if d > 0 and max(image.shape[:2]) <= d:
             # The eager model widens such an image's single padded cell (GroupNorm); the graph cannot.
@@ -116,7 +119,8 @@ class ExportedPredictor:
             # The eager model's top-k order (torch's), so that both list the same instances in turn.
             top = torch_cpu_topk_indices(pair_scores, meta["test_topk_per_image"])
             scores, pred_classes, pair_query = assemble_instances(
-                pair_scores, outputs["instances_mask_scores"], top, num_classes=meta["num_classes"], thing_classes=thing_classes
+                pair_scores, outputs["instances_mask_scores"], top,
+                num_classes=meta["num_classes"], thing_classes=thing_classes,
             )
             masks = outputs["instances_query_masks"][pair_query].astype(bool)
             result["instances"] = {"scores": scores, "pred_classes": pred_classes, "pred_masks": masks}

@@ -1,8 +1,9 @@
 """Registries of the two parts of ``MaskFormerHead``, and their builders."""
-import functools
 import logging
 
 from detectron2.utils.registry import Registry
+
+from .recipe import is_maskformer_v1_config
 
 PIXEL_DECODER_REGISTRY = Registry("PIXEL_DECODER")
 PIXEL_DECODER_REGISTRY.__doc__ = """
@@ -38,56 +39,16 @@ def build_pixel_decoder(cfg, input_shape):
     return model
 
 
-RECIPES = ("maskformer", "mask2former")
-"""The upstream projects whose rules a model follows: MaskFormer (v1) and Mask2Former."""
-
-
-def _is_v1_config(cfg) -> bool:
-    # v1 had no TRANSFORMER_DECODER_NAME key, so its configs keep Mask2Former's default, which needs
-    # the three scales of a multi-scale pixel decoder; a single-map decoder input gives them away.
-    mf = cfg.MODEL.MASK_FORMER
-    return mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder" and (
-        mf.TRANSFORMER_IN_FEATURE != "multi_scale_pixel_decoder"
-    )
-
-
-@functools.lru_cache(maxsize=None)
-def _log_recipe(recipe: str, reason: str) -> None:
-    logging.getLogger(__name__).info("MaskFormer recipe: %s (%s)", recipe, reason)
-
-
-def model_recipe(cfg) -> str:
-    """``"maskformer"`` or ``"mask2former"``: whose criterion, matcher, panoptic merge and evaluators
-    a config gets.
-
-    ``MODEL.MASK_FORMER.RECIPE`` when set; otherwise ``"maskformer"`` for MaskFormer (v1) configs
-    (Mask2Former's default transformer decoder paired with a single-map ``TRANSFORMER_IN_FEATURE``,
-    see :func:`transformer_decoder_name`) and ``"mask2former"`` for all others, including
-    Mask2Former's own configs that name ``StandardTransformerDecoder``. The choice is logged once.
-    """
-    recipe = cfg.MODEL.MASK_FORMER.RECIPE
-    if recipe:
-        if recipe not in RECIPES:
-            raise ValueError(f"MODEL.MASK_FORMER.RECIPE={recipe!r}: expected one of {RECIPES} or '' (derived)")
-        _log_recipe(recipe, "MODEL.MASK_FORMER.RECIPE")
-        return recipe
-    if _is_v1_config(cfg):
-        _log_recipe("maskformer", "derived: a MaskFormer (v1) config")
-        return "maskformer"
-    _log_recipe("mask2former", "derived: a Mask2Former config")
-    return "mask2former"
-
-
 def transformer_decoder_name(cfg) -> str:
     """``MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME``, except for MaskFormer (v1) configs.
 
     v1 had no such key (its decoder was always ``StandardTransformerDecoder``), so v1 configs get
     Mask2Former's default, ``MultiScaleMaskedTransformerDecoder``, which needs the pixel decoder's
-    three scales. A config that pairs that default with a single-map decoder input
-    (``TRANSFORMER_IN_FEATURE`` other than ``multi_scale_pixel_decoder``) is a v1 config.
+    three scales: such a config (:func:`~mask_former.modeling.recipe.is_maskformer_v1_config`) gets
+    ``StandardTransformerDecoder``.
     """
     name = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
-    if _is_v1_config(cfg):
+    if is_maskformer_v1_config(cfg):
         logging.getLogger(__name__).info(
             "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE=%r is a single feature map: using MaskFormer's "
             "StandardTransformerDecoder (a MaskFormer v1 config)", cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,

@@ -4,10 +4,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
-
 from detectron2.projects.point_rend.point_features import point_sample
 from detectron2.utils.comm import get_world_size
+from torch import nn
 
 __all__ = [
     "FullMaskSetCriterion",
@@ -140,7 +139,10 @@ def pad_to_common_size(masks: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     """
     height = max(m.shape[-2] for m in masks)
     width = max(m.shape[-1] for m in masks)
-    return [m if m.shape[-2:] == (height, width) else F.pad(m, (0, width - m.shape[-1], 0, height - m.shape[-2])) for m in masks]
+    return [
+        m if m.shape[-2:] == (height, width) else F.pad(m, (0, width - m.shape[-1], 0, height - m.shape[-2]))
+        for m in masks
+    ]
 
 
 class SetCriterion(nn.Module):

@@ -3,10 +3,9 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from detectron2.projects.point_rend.point_features import point_sample
 from scipy.optimize import linear_sum_assignment
 from torch import nn
-
-from detectron2.projects.point_rend.point_features import point_sample
 
 from ..ops import choose_implementation, ms_deform_attn_cpu
 from .criterion import dice_loss_from_sums
@@ -227,7 +226,8 @@ class HungarianMatcher(nn.Module):
         coords = self._point_coords(pred_masks.shape[-2:], pred_masks.device, generator)
         pred_points = _sample_queries_at(pred_masks.flatten(0, -3), coords).reshape(len(pred_masks), -1)
         target_points = _sample_at(target_masks.flatten(0, -3), coords).reshape(len(target_masks), -1)
-        return pairwise_sigmoid_ce_cost_by_softplus(pred_points, target_points), pairwise_dice_cost(pred_points, target_points)
+        ce_cost = pairwise_sigmoid_ce_cost_by_softplus(pred_points, target_points)
+        return ce_cost, pairwise_dice_cost(pred_points, target_points)
 
     def _point_coords(
         self, mask_size: torch.Size, device: torch.device, generator: Optional[torch.Generator]

@@ -1,18 +1,20 @@
 """The DETR encoder-decoder transformer used by MaskFormer (``StandardTransformerDecoder``) and by
 ``TransformerEncoderPixelDecoder``. Parameter names follow upstream so checkpoints load as they are."""
-import copy
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from .layers import cross_attention, feed_forward, residual, self_attention, xavier_init_matrices
+from .transformer_blocks import clones, cross_attention, feed_forward, residual, self_attention, xavier_init_matrices
 
 
 class TransformerEncoderLayer(nn.Module):
     """Self-attention then feed-forward over ``src [HW, B, C]``."""
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+        normalize_before: bool = False,
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
@@ -34,7 +36,10 @@ class TransformerEncoderLayer(nn.Module):
 class TransformerDecoderLayer(nn.Module):
     """Self-attention over queries ``[Q, B, C]``, cross-attention to ``memory [HW, B, C]``, feed-forward."""
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+        normalize_before: bool = False,
+    ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
@@ -61,14 +66,10 @@ class TransformerDecoderLayer(nn.Module):
         return residual(tgt, ffn, self.norm3, self.dropout3, pre)
 
 
-def _clones(module: nn.Module, n: int) -> nn.ModuleList:
-    return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
-
-
 class TransformerEncoder(nn.Module):
     def __init__(self, encoder_layer: nn.Module, num_layers: int, norm: Optional[nn.Module] = None):
         super().__init__()
-        self.layers = _clones(encoder_layer, num_layers)
+        self.layers = clones(encoder_layer, num_layers)
         self.norm = norm
 
     def forward(self, src: Tensor, mask=None, src_key_padding_mask=None, pos: Optional[Tensor] = None) -> Tensor:
@@ -83,7 +84,7 @@ class TransformerDecoder(nn.Module):
 
     def __init__(self, decoder_layer: nn.Module, num_layers: int, norm: nn.Module, return_intermediate: bool = False):
         super().__init__()
-        self.layers = _clones(decoder_layer, num_layers)
+        self.layers = clones(decoder_layer, num_layers)
         self.norm = norm
         self.return_intermediate = return_intermediate
 
@@ -102,7 +103,9 @@ class TransformerEncoderOnly(nn.Module):
     """A DETR encoder on one feature map: ``forward(src [B, C, H, W], mask [B, H, W] or None,
     pos [B, C, H, W]) -> [B, C, H, W]``."""
 
-    def __init__(self, d_model=512, nhead=8, num_encoder_layers=6, dim_feedforward=2048, dropout=0.1, normalize_before=False):
+    def __init__(
+        self, d_model=512, nhead=8, num_encoder_layers=6, dim_feedforward=2048, dropout=0.1, normalize_before=False
+    ):
         super().__init__()
         layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, normalize_before)
         encoder_norm = nn.LayerNorm(d_model) if normalize_before else None
@@ -144,5 +147,7 @@ class Transformer(nn.Module):
         if mask is not None:
             mask = mask.flatten(1)
         memory = self.encoder(src, src_key_padding_mask=mask, pos=pos_embed)
-        hs = self.decoder(torch.zeros_like(query_embed), memory, memory_key_padding_mask=mask, pos=pos_embed, query_pos=query_embed)
+        hs = self.decoder(
+            torch.zeros_like(query_embed), memory, memory_key_padding_mask=mask, pos=pos_embed, query_pos=query_embed
+        )
         return hs.transpose(1, 2), memory.permute(1, 2, 0).view(b, c, h, w)

@@ -1,7 +1,12 @@
 """Training dataset mappers of MaskFormer / Mask2Former, chosen by ``cfg.INPUT.DATASET_MAPPER_NAME``
-through :data:`DATASET_MAPPER_REGISTRY` (see :func:`build_dataset_mapper`)."""
-from .augmentations import ColorAugSSD, ColorAugSSDTransform
+through :data:`DATASET_MAPPER_REGISTRY` (see :func:`build_dataset_mapper`). They share
+:class:`BaseDatasetMapper`; the pieces they are made of live by concern in ``reading`` (files),
+``validation`` (class ids), ``augmentations``, ``padding``, ``annotations`` (COCO instance annotations)
+and ``targets``."""
+from .augmentations import ColorAugSSD, ColorAugSSDTransform, RandomPipeline
+from .base import BaseDatasetMapper
 from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from .clip_augmentations import ClipLevel, augment_clip, build_clip_augmentations
 from .coco_lsj_dataset_mappers import (
     COCOInstanceNewBaselineDatasetMapper,
     COCOPanopticNewBaselineDatasetMapper,
@@ -10,10 +15,13 @@ from .detr_panoptic_dataset_mapper import DETRPanopticDatasetMapper
 from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper
 from .mask_former_panoptic_dataset_mapper import MaskFormerPanopticDatasetMapper
 from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
+from .ytvis_dataset_mapper import YTVISDatasetMapper
 
 __all__ = [
+    "BaseDatasetMapper",
     "COCOInstanceNewBaselineDatasetMapper",
     "COCOPanopticNewBaselineDatasetMapper",
+    "ClipLevel",
     "ColorAugSSD",
     "ColorAugSSDTransform",
     "DATASET_MAPPER_REGISTRY",
@@ -21,5 +29,9 @@ __all__ = [
     "MaskFormerInstanceDatasetMapper",
     "MaskFormerPanopticDatasetMapper",
     "MaskFormerSemanticDatasetMapper",
+    "RandomPipeline",
+    "YTVISDatasetMapper",
+    "augment_clip",
+    "build_clip_augmentations",
     "build_dataset_mapper",
 ]

@@ -1,17 +1,22 @@
 """The registry of training dataset mappers and its builder."""
+from typing import Any, Callable, Dict, TypeVar
+
+from detectron2.config import CfgNode
 from detectron2.utils.registry import Registry
 
 from ...compat import register_under_name
+
+_Registered = TypeVar("_Registered")
 
 
 class _NamedRegistry(Registry):
     """A :class:`Registry` whose objects are registered under a name of the caller's choice (the
     upstream config value, such as ``"mask_former_semantic"``) instead of their ``__name__``."""
 
-    def register_as(self, name):
+    def register_as(self, name: str) -> Callable[[_Registered], _Registered]:
         """Decorator registering a class or function under ``name``."""
 
-        def deco(obj):
+        def deco(obj: _Registered) -> _Registered:
             register_under_name(self, name, obj)
             return obj
 
@@ -30,15 +35,18 @@ dict: ``image`` (uint8 ``[3, H, W]`` in ``cfg.INPUT.FORMAT``) and ``instances`` 
 ``gt_classes`` int64 ``[N]`` and ``gt_masks`` bool ``[N, H, W]``), plus ``sem_seg`` (int64
 ``[H, W]``) where the mapper produces one. The mappers are for training only, as upstream:
 evaluation reads images with detectron2's ``DatasetMapper``.
+
+The video mapper ``ytvis`` (:class:`YTVISDatasetMapper`) maps a video's dict to a clip instead:
+lists of frames and of per-frame ``Instances``; it also builds inference clips (``is_train=False``).
 """
 
 
-def build_dataset_mapper(cfg, is_train=True):
+def build_dataset_mapper(cfg: CfgNode, is_train: bool = True) -> Callable[[Dict[str, Any]], Dict[str, Any]]:
     """Build the dataset mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``.
 
     Args:
         cfg: a config with the MaskFormer keys (see ``add_maskformer2_config``).
-        is_train (bool): passed to the mapper; the registered mappers accept only True.
+        is_train: passed to the mapper; the registered mappers accept only True.
 
     Returns:
         A callable mapping one dataset dict to the model's input dict.

@@ -29,7 +29,6 @@ from functools import partial
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import yaml
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.colormap import colormap
 
@@ -362,7 +361,9 @@ def register_dataset_description(path: str) -> DatasetDescription:
         if name in MetadataCatalog.list():
             MetadataCatalog.remove(name)
         FORMATS[description.format].register(description, name, paths)
-        MetadataCatalog.get(name).set(**{DESCRIPTION_KEY: os.path.abspath(path), "description_format": description.format})
+        MetadataCatalog.get(name).set(
+            **{DESCRIPTION_KEY: os.path.abspath(path), "description_format": description.format}
+        )
     return description
 
 
@@ -397,8 +398,8 @@ def config_overrides(description: DatasetDescription, train_split: str = "train"
 
 
 def _num_classes_of(metadata) -> int:
-    classes = metadata.thing_classes if metadata.get("description_format") == "coco_instance" else metadata.stuff_classes
-    return len(classes)
+    is_instance = metadata.get("description_format") == "coco_instance"
+    return len(metadata.thing_classes if is_instance else metadata.stuff_classes)
 
 
 def check_config(cfg) -> None:

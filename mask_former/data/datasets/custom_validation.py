@@ -12,11 +12,10 @@ from collections import Counter
 from typing import Callable, Dict, Iterable, List
 
 import numpy as np
-from PIL import Image
-from panopticapi.utils import rgb2id
-from tqdm import tqdm
-
 from detectron2.data import DatasetCatalog
+from panopticapi.utils import rgb2id
+from PIL import Image
+from tqdm import tqdm
 
 from .custom import DatasetDescription
 
@@ -104,12 +103,18 @@ def _instance_json_problems(paths: Dict[str, str], description: DatasetDescripti
     with open(path) as f:
         content = json.load(f)
     images, annotations = content.get("images", []), content.get("annotations", [])
-    problems = [f"{path}: image id {i} appears more than once in 'images'" for i in _duplicates(im["id"] for im in images)]
-    problems += [f"{path}: annotation id {i} appears more than once" for i in _duplicates(a.get("id") for a in annotations)]
+    problems = [
+        f"{path}: image id {i} appears more than once in 'images'" for i in _duplicates(im["id"] for im in images)
+    ]
+    problems += [
+        f"{path}: annotation id {i} appears more than once" for i in _duplicates(a.get("id") for a in annotations)
+    ]
     image_ids, category_ids = {im["id"] for im in images}, {c["id"] for c in description.classes}
     for ann in annotations:
         if ann.get("image_id") not in image_ids:
-            problems.append(f"{path}: annotation {ann.get('id')} refers to image_id {ann.get('image_id')}, not in 'images'")
+            problems.append(
+                f"{path}: annotation {ann.get('id')} refers to image_id {ann.get('image_id')}, not in 'images'"
+            )
         if ann.get("category_id") not in category_ids:
             problems.append(
                 f"{path}: annotation {ann.get('id')} has category_id {ann.get('category_id')}, not in 'categories'"
@@ -122,7 +127,8 @@ def _panoptic_json_problems(paths: Dict[str, str], description: DatasetDescripti
     with open(path) as f:
         annotations = json.load(f).get("annotations", [])
     problems = [
-        f"{path}: image_id {i} has more than one annotation" for i in _duplicates(a.get("image_id") for a in annotations)
+        f"{path}: image_id {i} has more than one annotation"
+        for i in _duplicates(a.get("image_id") for a in annotations)
     ]
     problems += [
         f"{path}: file_name {name} is used by more than one annotation"

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
-from ..layers import padding_to_multiple
+from ..padding import padding_to_multiple
 
 # Added to the attention logits between tokens of one shifted window that came from different
 # regions of the feature map; upstream uses this finite value rather than -inf.
@@ -290,7 +290,8 @@ class PatchMerging(nn.Module):
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """`x`: `[B, height * width, dim]` -> `[B, ceil(height/2) * ceil(width/2), 2 * dim]`."""
         batch, _, channels = x.shape
-        x = F.pad(x.view(batch, height, width, channels), (0, 0, 0, padding_to_multiple(width, 2), 0, padding_to_multiple(height, 2)))
+        padding = (0, 0, 0, padding_to_multiple(width, 2), 0, padding_to_multiple(height, 2))
+        x = F.pad(x.view(batch, height, width, channels), padding)
         x = torch.cat(
             [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1
         )

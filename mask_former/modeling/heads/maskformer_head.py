@@ -1,11 +1,10 @@
 """``MaskFormerHead``: a pixel decoder and a transformer decoder."""
 from typing import Dict
 
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import nn
 
 from ..build import build_pixel_decoder, build_transformer_decoder
 
@@ -100,9 +99,13 @@ class PixelDecoderHead(nn.Module):
             "loss_weight": head.LOSS_WEIGHT,
         }
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         upgrade_head_state_dict(state_dict, prefix, local_metadata)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 @SEM_SEG_HEADS_REGISTRY.register()

@@ -2,12 +2,11 @@
 from typing import Dict, List, Optional, Tuple
 
 import fvcore.nn.weight_init as weight_init
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..build import build_transformer_decoder
 from .maskformer_head import PixelDecoderHead, decoder_in_channels, select_decoder_input

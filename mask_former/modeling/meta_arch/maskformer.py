@@ -1,71 +1,21 @@
 """``MaskFormer``: the meta-architecture of MaskFormer and Mask2Former."""
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList
+from torch import Tensor, nn
+from torch.nn import functional as F
 
-from ..backbone.frozen_bn_conv import fold_frozen_batch_norm
-from ..build import model_recipe
-from ..criterion import FullMaskSetCriterion, SetCriterion
-from ..matcher import FullMaskHungarianMatcher, HungarianMatcher
+from ..fast_paths.frozen_bn import fold_frozen_batch_norm
+from ..padding import padded_size
 from ..postprocessing import instance_inference, panoptic_inference, semantic_inference
-
-
-def loss_weights(cfg) -> Dict[str, float]:
-    """Weight of each loss, one set per supervised decoder output (suffix ``_i`` for the i-th
-    intermediate layer)."""
-    mf = cfg.MODEL.MASK_FORMER
-    weight_dict = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
-    if mf.DEEP_SUPERVISION:
-        weight_dict.update(
-            {f"{k}_{i}": v for i in range(mf.DEC_LAYERS - 1) for k, v in list(weight_dict.items())}
-        )
-    return weight_dict
-
-
-def build_mask2former_criterion(cfg, num_classes: int) -> SetCriterion:
-    """Mask2Former's: sigmoid BCE + dice on importance-sampled points, matched on random points."""
-    mf = cfg.MODEL.MASK_FORMER
-    matcher = HungarianMatcher(
-        cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS
-    )
-    return SetCriterion(
-        num_classes,
-        matcher=matcher,
-        weight_dict=loss_weights(cfg),
-        eos_coef=mf.NO_OBJECT_WEIGHT,
-        losses=["labels", "masks"],
-        num_points=mf.TRAIN_NUM_POINTS,
-        oversample_ratio=mf.OVERSAMPLE_RATIO,
-        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
-    )
-
-
-def build_maskformer_criterion(cfg, num_classes: int) -> FullMaskSetCriterion:
-    """MaskFormer (v1)'s: sigmoid focal (alpha 0.25, gamma 2) + dice on full-resolution masks,
-    matched on full masks. v1 had no CLASS_WEIGHT key; its default, 1, is v1's fixed weight."""
-    mf = cfg.MODEL.MASK_FORMER
-    matcher = FullMaskHungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT)
-    return FullMaskSetCriterion(
-        num_classes, matcher=matcher, weight_dict=loss_weights(cfg), eos_coef=mf.NO_OBJECT_WEIGHT, losses=["labels", "masks"]
-    )
-
-
-CRITERION_BUILDERS = {"maskformer": build_maskformer_criterion, "mask2former": build_mask2former_criterion}
-"""``model_recipe(cfg)`` -> ``builder(cfg, num_classes)`` of the set criterion (with its matcher)."""
-
-
-def build_criterion(cfg, num_classes: int) -> SetCriterion:
-    """The set criterion and matcher of the config's recipe (see ``model_recipe``)."""
-    return CRITERION_BUILDERS[model_recipe(cfg)](cfg, num_classes)
+from ..precision import autocast_dtype, run_autocast
+from ..recipe import RECIPES, Recipe, build_recipe
 
 
 @META_ARCH_REGISTRY.register()
@@ -77,6 +27,10 @@ class MaskFormer(nn.Module):
     ``instances`` with ``gt_classes [N]`` and ``gt_masks [N, H, W]``. Training returns a dict of
     weighted losses; inference returns, per image, ``sem_seg [K, height, width]``, ``panoptic_seg``
     ``(ids [height, width], segments_info)`` and ``instances``, as switched on in the config.
+
+    ``recipe`` holds the rules of the upstream project the config follows (see
+    :mod:`mask_former.modeling.recipe`): the criterion is built from it, the panoptic merge reads it, and so do
+    the evaluators and the exporter.
     """
 
     @configurable
@@ -98,16 +52,12 @@ class MaskFormer(nn.Module):
         panoptic_on: bool,
         instance_on: bool,
         test_topk_per_image: int,
-        recipe: str = "mask2former",
-        allow_checkpoint_shape_mismatch: bool = False,
+        recipe: Recipe = RECIPES["mask2former"],
         channels_last: bool = False,
-        fold_frozen_bn: bool = False,
+        inference_dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
         self.recipe = recipe
-        self.allow_checkpoint_shape_mismatch = allow_checkpoint_shape_mismatch
-        if fold_frozen_bn:
-            fold_frozen_batch_norm(backbone)
         self.backbone = backbone.to(memory_format=torch.channels_last) if channels_last else backbone
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.sem_seg_head = sem_seg_head
@@ -124,6 +74,7 @@ class MaskFormer(nn.Module):
         self.instance_on = instance_on
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
+        self.inference_dtype = inference_dtype
         if not semantic_on and not sem_seg_postprocess_before_inference:
             raise ValueError(
                 "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE must be True when SEMANTIC_ON is False"
@@ -132,12 +83,17 @@ class MaskFormer(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
+        if cfg.MODEL.MASK_FORMER.FOLD_FROZEN_BN:
+            # Folding changes the class of convolutions: done here, to the backbone just built, not by the
+            # constructor to modules it is handed.
+            fold_frozen_batch_norm(backbone)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        recipe = build_recipe(cfg)
         test = cfg.MODEL.MASK_FORMER.TEST
         return {
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
-            "criterion": build_criterion(cfg, sem_seg_head.num_classes),
+            "criterion": recipe.build_criterion(cfg, sem_seg_head.num_classes),
             "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
             "object_mask_threshold": test.OBJECT_MASK_THRESHOLD,
             "overlap_threshold": test.OVERLAP_THRESHOLD,
@@ -152,10 +108,9 @@ class MaskFormer(nn.Module):
             "instance_on": test.INSTANCE_ON,
             "panoptic_on": test.PANOPTIC_ON,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            "recipe": model_recipe(cfg),
-            "allow_checkpoint_shape_mismatch": cfg.MODEL.MASK_FORMER.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
+            "recipe": recipe,
             "channels_last": cfg.MODEL.MASK_FORMER.CHANNELS_LAST,
-            "fold_frozen_bn": cfg.MODEL.MASK_FORMER.FOLD_FROZEN_BN,
+            "inference_dtype": autocast_dtype(test.AUTOCAST_DTYPE),
         }
 
     @property
@@ -183,15 +138,19 @@ class MaskFormer(nn.Module):
         if not self.training:
             return self.inference_by_padded_size(batched_inputs)
         images = self.preprocess_images(batched_inputs)
-        outputs = self.sem_seg_head(self.backbone_features(images))
-        return self.losses(outputs, batched_inputs, images)
+        return self.losses(self.network(images), batched_inputs, images)
+
+    def network(self, images: ImageList) -> Dict:
+        """Backbone, pixel decoder and transformer decoder: the predictions (``pred_logits [B, Q, K+1]``,
+        ``pred_masks [B, Q, H/4, W/4]``, ...) of the padded batch."""
+        return self.sem_seg_head(self.backbone_features(images))
 
     def backbone_features(self, images: ImageList) -> Dict[str, Tensor]:
         return self.backbone(images.tensor.contiguous(memory_format=self.memory_format))
 
     def padded_size(self, image: Tensor) -> Tuple[int, int]:
         d = max(self.size_divisibility, 1)
-        return tuple(-(-int(s) // d) * d for s in image.shape[-2:])
+        return tuple(padded_size(int(s), d) for s in image.shape[-2:])
 
     def inference_by_padded_size(self, batched_inputs: List[Dict]) -> List[Dict]:
         """Run images that pad to the same size together, others apart, so that an image's
@@ -204,24 +163,25 @@ class MaskFormer(nn.Module):
         for indices in groups.values():
             group = [batched_inputs[i] for i in indices]
             images = self.preprocess_images(group)
-            outputs = self.sem_seg_head(self.backbone_features(images))
+            outputs = run_autocast(self.inference_dtype, self.device, self.network, images)
             for i, result in zip(indices, self.inference(outputs, group, images)):
                 results[i] = result
         return results
 
     def losses(self, outputs, batched_inputs, images: ImageList) -> Dict[str, Tensor]:
-        if "instances" not in batched_inputs[0]:
-            raise ValueError("MaskFormer training needs 'instances' (gt_classes, gt_masks) in every input dict")
-        targets = self.prepare_targets([x["instances"].to(self.device) for x in batched_inputs], images)
-        losses = self.criterion(outputs, targets)
+        losses = self.criterion(outputs, self.prepare_targets(batched_inputs, images))
         weights = self.criterion.weight_dict
         return {k: v * weights[k] for k, v in losses.items() if k in weights}
 
-    def prepare_targets(self, targets, images: ImageList) -> List[Dict[str, Tensor]]:
-        """Pad each image's ground-truth masks to the batch's padded size."""
+    def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict[str, Tensor]]:
+        """Per image, the criterion's targets: ``labels [N]`` and ``masks [N, H_pad, W_pad]``, the ground-truth
+        masks padded to the batch's padded size."""
+        if "instances" not in batched_inputs[0]:
+            raise ValueError("MaskFormer training needs 'instances' (gt_classes, gt_masks) in every input dict")
         h_pad, w_pad = images.tensor.shape[-2:]
         new_targets = []
-        for per_image in targets:
+        for x in batched_inputs:
+            per_image = x["instances"].to(self.device)
             gt_masks = per_image.gt_masks
             if isinstance(gt_masks, BitMasks):
                 gt_masks = gt_masks.tensor
@@ -247,7 +207,9 @@ class MaskFormer(nn.Module):
         )
         return [
             self.inference_single(mask_cls, mask_pred, x, image_size)
-            for mask_cls, mask_pred, x, image_size in zip(mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes)
+            for mask_cls, mask_pred, x, image_size in zip(
+                mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
+            )
         ]
 
     def inference_single(self, mask_cls: Tensor, mask_pred: Tensor, batched_input: Dict, image_size) -> Dict:
@@ -272,11 +234,12 @@ class MaskFormer(nn.Module):
             result["panoptic_seg"] = panoptic_inference(
                 mask_cls, mask_prob, num_classes=self.sem_seg_head.num_classes, thing_classes=thing_classes,
                 object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
-                require_mask_confidence=(self.recipe == "mask2former"),
+                require_mask_confidence=self.recipe.require_mask_confidence,
             )
         if self.instance_on:
             result["instances"] = instance_inference(
-                mask_cls, query_masks, mask_prob, num_classes=self.sem_seg_head.num_classes, topk=self.test_topk_per_image,
+                mask_cls, query_masks, mask_prob, num_classes=self.sem_seg_head.num_classes,
+                topk=self.test_topk_per_image,
                 thing_classes=thing_classes,
             )
         return result

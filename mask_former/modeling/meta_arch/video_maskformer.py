@@ -8,35 +8,16 @@ from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, ImageList
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..criterion import SetCriterion
+from ...errors import ConfigError
 from ..heads.maskformer_head import select_decoder_input
-from ..matcher import HungarianMatcher
+from ..precision import run_autocast
 from ..video import QueryTracks, binary_video_masks, top_pairs
-from .maskformer import MaskFormer, loss_weights
-
-
-def build_video_criterion(cfg, num_classes: int) -> SetCriterion:
-    """Upstream's ``VideoSetCriterion`` with its ``VideoHungarianMatcher``: Mask2Former's losses and matching
-    (sigmoid BCE + dice on sampled points) on each object's masks in all the frames of a clip."""
-    mf = cfg.MODEL.MASK_FORMER
-    matcher = HungarianMatcher(
-        cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT, num_points=mf.TRAIN_NUM_POINTS
-    )
-    return SetCriterion(
-        num_classes,
-        matcher=matcher,
-        weight_dict=loss_weights(cfg),
-        eos_coef=mf.NO_OBJECT_WEIGHT,
-        losses=["labels", "masks"],
-        num_points=mf.TRAIN_NUM_POINTS,
-        oversample_ratio=mf.OVERSAMPLE_RATIO,
-        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
-    )
+from .maskformer import MaskFormer
 
 
 @META_ARCH_REGISTRY.register()
@@ -50,17 +31,15 @@ class VideoMaskFormer(MaskFormer):
     ``height`` / ``width``, the output size) and returns upstream's dict: ``image_size`` ``(height, width)``,
     ``pred_scores`` and ``pred_labels`` (lists of the 10 best (query, class) pairs) and ``pred_masks`` (their
     masks, bool ``[T, height, width]`` each).
+
+    The criterion and matcher are Mask2Former's (``RECIPES["mask2former"]``), which take a clip's masks
+    ``[N, T, H, W]`` as upstream's ``VideoSetCriterion`` / ``VideoHungarianMatcher``. Upstream initializes the
+    video models from a COCO instance segmentation checkpoint of the image model: every key fits but the class
+    head, which ``MODEL.MASK_FORMER.LOAD_CLASS_HEAD False`` leaves at its fresh initialization.
     """
 
     # Upstream keeps the 10 best (query, class) pairs of a video.
     test_topk = 10
-    # A checkpoint of the image model (COCO instance segmentation, upstream's initialization of the video
-    # models) fits except for these, which depend on the number of classes: they keep their initialization.
-    checkpoint_shape_mismatch_allowed = (
-        "sem_seg_head.predictor.class_embed.weight",
-        "sem_seg_head.predictor.class_embed.bias",
-        "criterion.empty_weight",
-    )
 
     @configurable
     def __init__(self, *, num_frames: int, window_size: int = 0, frame_chunk_size: int = 0, **kwargs):
@@ -83,32 +62,24 @@ class VideoMaskFormer(MaskFormer):
 
     @classmethod
     def from_config(cls, cfg):
-        backbone = build_backbone(cfg)
-        sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
-        mf = cfg.MODEL.MASK_FORMER
-        return {
-            "backbone": backbone,
-            "sem_seg_head": sem_seg_head,
-            "criterion": build_video_criterion(cfg, sem_seg_head.num_classes),
-            "num_queries": mf.NUM_OBJECT_QUERIES,
-            "object_mask_threshold": mf.TEST.OBJECT_MASK_THRESHOLD,
-            "overlap_threshold": mf.TEST.OVERLAP_THRESHOLD,
-            "metadata": None,
-            "size_divisibility": mf.SIZE_DIVISIBILITY,
-            "sem_seg_postprocess_before_inference": True,
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "semantic_on": False,
-            "instance_on": True,
-            "panoptic_on": False,
-            "test_topk_per_image": cls.test_topk,
-            "allow_checkpoint_shape_mismatch": mf.ALLOW_CHECKPOINT_SHAPE_MISMATCH,
-            "channels_last": mf.CHANNELS_LAST,
-            "fold_frozen_bn": mf.FOLD_FROZEN_BN,
-            "num_frames": cfg.INPUT.SAMPLING_FRAME_NUM,
-            "window_size": mf.TEST.WINDOW_SIZE,
-            "frame_chunk_size": mf.TEST.FRAME_CHUNK_SIZE,
-        }
+        ret = super().from_config(cfg)
+        if ret["recipe"].name != "mask2former":
+            raise ConfigError(
+                f"MODEL.MASK_FORMER.RECIPE={ret['recipe'].name!r}: VideoMaskFormer follows Mask2Former's recipe "
+                "(set it to 'mask2former' or '')"
+            )
+        test = cfg.MODEL.MASK_FORMER.TEST
+        ret.update(
+            sem_seg_postprocess_before_inference=True,
+            semantic_on=False,
+            instance_on=True,
+            panoptic_on=False,
+            test_topk_per_image=cls.test_topk,
+            num_frames=cfg.INPUT.SAMPLING_FRAME_NUM,
+            window_size=test.WINDOW_SIZE,
+            frame_chunk_size=test.FRAME_CHUNK_SIZE,
+        )
+        return ret
 
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
@@ -120,10 +91,7 @@ class VideoMaskFormer(MaskFormer):
                     f"INPUT.SAMPLING_FRAME_NUM={self.num_frames}"
                 )
         images = self.preprocess_images([{"image": frame} for video in batched_inputs for frame in video["image"]])
-        outputs = self.sem_seg_head(self.backbone_features(images))
-        losses = self.criterion(outputs, self.prepare_targets(batched_inputs, images))
-        weights = self.criterion.weight_dict
-        return {k: v * weights[k] for k, v in losses.items() if k in weights}
+        return self.losses(self.network(images), batched_inputs, images)
 
     def prepare_targets(self, batched_inputs: List[Dict], images: ImageList) -> List[Dict[str, Tensor]]:
         """Per video, upstream's targets: ``masks`` float ``[N, T, H_pad, W_pad]``, ``ids [N, T]`` and
@@ -170,7 +138,7 @@ class VideoMaskFormer(MaskFormer):
         ``frame_chunk_size`` frames at a time (each frame's features are its own), then the decoder sees all."""
         chunk = self.frame_chunk_size
         if chunk == 0 or len(images.tensor) <= chunk:
-            return self.sem_seg_head(self.backbone_features(images))
+            return self.network(images)
         head = self.sem_seg_head
         joined = None  # [mask features, *decoder input levels], each [T, ...], filled chunk by chunk
         for start in range(0, len(images.tensor), chunk):
@@ -196,7 +164,7 @@ class VideoMaskFormer(MaskFormer):
         for start in range(0, len(frames), window):
             # Every window has the same (padded) size: the frames of a video share one size.
             images = self.preprocess_images([{"image": frame} for frame in frames[start:start + window]])
-            outputs = self.clip_outputs(images)
+            outputs = run_autocast(self.inference_dtype, self.device, self.clip_outputs, images)
             tracks.add(outputs["pred_logits"][0], outputs["pred_masks"][0], outputs["pred_embds"][0])
             del outputs
         scores, labels, queries = top_pairs(tracks.scores(), self.test_topk)
@@ -210,7 +178,7 @@ class VideoMaskFormer(MaskFormer):
         """:meth:`inference_video` (its plain reference) as upstream computes it: every frame at once through the
         whole model, every query's masks upsampled, then the top pairs."""
         images = self.preprocess_images([{"image": frame} for frame in video["image"]])
-        outputs = self.sem_seg_head(self.backbone_features(images))
+        outputs = run_autocast(self.inference_dtype, self.device, self.network, images)
         mask_logits = F.interpolate(
             outputs["pred_masks"][0], size=tuple(images.tensor.shape[-2:]), mode="bilinear", align_corners=False
         )

@@ -2,15 +2,14 @@
 from typing import Callable, Dict, List, Optional, Union
 
 import fvcore.nn.weight_init as weight_init
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from torch import nn
 from torch.nn import functional as F
 
-from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
-
 from ..build import PIXEL_DECODER_REGISTRY
-from ..layers import PositionEmbeddingSine
 from ..transformer import TransformerEncoderOnly
+from ..transformer_blocks import PositionEmbeddingSine
 
 # Number of feature maps, coarsest first, handed to a multi-scale transformer decoder.
 NUM_MULTI_SCALE_FEATURES = 3
@@ -54,7 +53,10 @@ class BasePixelDecoder(nn.Module):
     """
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dim: int, mask_dim: int, norm: Optional[Union[str, Callable]] = None):
+    def __init__(
+        self, input_shape: Dict[str, ShapeSpec], *, conv_dim: int, mask_dim: int,
+        norm: Optional[Union[str, Callable]] = None,
+    ):
         super().__init__()
         shapes = sorted_by_stride(input_shape)
         self.in_features = [name for name, _ in shapes]

@@ -4,17 +4,15 @@ from typing import Callable, Dict, List, Optional, Union
 
 import fvcore.nn.weight_init as weight_init
 import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ...ops.ms_deform_attn_module import MSDeformAttn
 from ...ops.ms_deform_attn_ref import level_shapes
 from ..build import PIXEL_DECODER_REGISTRY
-from ..layers import PositionEmbeddingSine, feed_forward, residual, with_pos, xavier_init_matrices
-from ..transformer import _clones
+from ..transformer_blocks import PositionEmbeddingSine, clones, feed_forward, residual, with_pos, xavier_init_matrices
 from .fpn import NUM_MULTI_SCALE_FEATURES, add_fpn_levels, sorted_by_stride
 
 
@@ -32,7 +30,9 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
+    def forward(
+        self, src: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor
+    ) -> Tensor:
         def attend(x):
             return self.self_attn(with_pos(x, pos), reference_points, x, spatial_shapes, level_start_index)
 
@@ -60,11 +60,16 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
     """``forward(srcs, pos_embeds)``: lists of ``[B, C, H_l, W_l]`` -> ``(memory [B, S, C],
     spatial_shapes [L, 2], level_start_index [L])``."""
 
-    def __init__(self, d_model=256, nhead=8, num_encoder_layers=6, dim_feedforward=1024, dropout=0.1, num_feature_levels=4, enc_n_points=4):
+    def __init__(
+        self, d_model=256, nhead=8, num_encoder_layers=6, dim_feedforward=1024, dropout=0.1, num_feature_levels=4,
+        enc_n_points=4,
+    ):
         super().__init__()
-        layer = MSDeformAttnTransformerEncoderLayer(d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points)
+        layer = MSDeformAttnTransformerEncoderLayer(
+            d_model, dim_feedforward, dropout, num_feature_levels, nhead, enc_n_points
+        )
         self.encoder = nn.Module()
-        self.encoder.layers = _clones(layer, num_encoder_layers)
+        self.encoder.layers = clones(layer, num_encoder_layers)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         xavier_init_matrices(self)
         for module in self.modules():
@@ -76,7 +81,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         shapes = [tuple(src.shape[-2:]) for src in srcs]
         src_flatten = torch.cat([src.flatten(2).transpose(1, 2) for src in srcs], 1)
         pos_flatten = torch.cat(
-            [pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, pos in enumerate(pos_embeds)], 1
+            [pos.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1) for i, pos in enumerate(pos_embeds)], 1
         )
         if torch.compiler.is_exporting() or torch.jit.is_tracing():
             # Exporters keep the sizes symbolic as Python sizes only, not inside a tensor.

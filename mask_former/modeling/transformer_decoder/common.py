@@ -2,10 +2,9 @@
 from typing import Dict, List, Optional, Tuple
 
 import fvcore.nn.weight_init as weight_init
+from detectron2.layers import Conv2d
 from torch import Tensor, nn
 from torch.nn import functional as F
-
-from detectron2.layers import Conv2d
 
 
 def decoder_config(cfg, in_channels: int, mask_classification: bool) -> Dict:
@@ -48,5 +47,6 @@ def resize_bilinear(maps: Tensor, size: Tuple[int, int]) -> Tensor:
     """Bilinear resizing (``align_corners=False``) of the last two dimensions of ``[N, C, ..., H, W]`` maps
     (image ``[B, Q, H, W]`` or video ``[B, Q, T, H, W]`` masks and features) to ``size``; each ``H x W`` map is
     resized alone, as ``F.interpolate`` does the channels of a 4-d input."""
-    resized = F.interpolate(maps.flatten(0, -4), size=size, mode="bilinear", align_corners=False)
-    return resized.view(*maps.shape[:-2], *resized.shape[-2:])
+    if maps.dim() == 4:
+        return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return resize_bilinear(maps.flatten(0, -4), size).unflatten(0, maps.shape[:-3])

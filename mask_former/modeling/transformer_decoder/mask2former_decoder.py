@@ -1,23 +1,38 @@
 """Mask2Former's transformer decoder: masked attention over three scales, round-robin."""
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional
 
 import torch
+from detectron2.config import configurable
 from torch import Tensor, nn
 
-from detectron2.config import configurable
-
 from ..build import TRANSFORMER_DECODER_REGISTRY
-from ..layers import (
-    MLP,
-    CrossAttentionLayer,
-    FFNLayer,
-    PositionEmbeddingSine,
-    SelfAttentionLayer,
-    joined_mask_logits,
-    joins_mask_logits,
-    mask_logits_reference,
-)
+from ..fast_paths.mask_logits import joined_mask_logits, joins_mask_logits, mask_logits_reference
+from ..transformer_blocks import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer
 from .common import decoder_config, input_projection, pack_outputs, resize_bilinear
+
+
+class Prediction(NamedTuple):
+    """One prediction of the decoder: class logits ``[B, Q, K+1]``, mask embeddings ``[B, Q, C]``, mask logits
+    ``[B, Q, H, W]``, the attention mask of the next layer ``[B * heads, Q, h*w]`` (None after the last), and
+    the normalized queries that the heads read ``[B, Q, C]``. Eval-time predictions before the last layer hold
+    the attention mask only."""
+
+    classes: Optional[Tensor] = None
+    embed: Optional[Tensor] = None
+    masks: Optional[Tensor] = None
+    attn_mask: Optional[Tensor] = None
+    queries: Optional[Tensor] = None
+
+
+class MaskInputs(NamedTuple):
+    """What the predictions read in one forward: the per-pixel embeddings ``[B, C, H, W]``, the size of each
+    level ``(h, w)``, in eval those embeddings resized to each level (None in training), and whether the mask
+    logits' backward is joined over the layers (:func:`joins_mask_logits`)."""
+
+    features: Tensor
+    sizes: List[tuple]
+    per_level: Optional[List[Tensor]]
+    joined: bool
 
 
 @TRANSFORMER_DECODER_REGISTRY.register()
@@ -83,12 +98,16 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         ret["dec_layers"] = cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1
         return ret
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # Checkpoints written before version 2 call the query features "static_query".
         if (local_metadata.get("version") or 0) < 2:
             for key in [k for k in state_dict if k.startswith(prefix + "static_query")]:
                 state_dict[key.replace("static_query", "query_feat")] = state_dict.pop(key)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, x: List[Tensor], mask_features: Tensor, mask: Tensor = None):
         """
@@ -101,105 +120,92 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             dict with ``pred_logits [B, Q, K+1]``, ``pred_masks [B, Q, H, W]`` and ``aux_outputs``
             (in training, the ``DEC_LAYERS - 1`` earlier predictions; in eval, empty).
         """
-        _, predictions_class, predictions_mask = self.decode(x, mask_features)
-        return pack_outputs(predictions_class, predictions_mask)
+        if len(x) != self.num_feature_levels:
+            raise ValueError(
+                f"MultiScaleMaskedTransformerDecoder needs {self.num_feature_levels} feature maps, got {len(x)}"
+            )
+        memories, positions = self.level_memories(x)
+        queries, query_pos = self.initial_queries(batch=memories[0].shape[1])
+        inputs = self.mask_inputs(mask_features, [tuple(f.shape[-2:]) for f in x])
+        predictions = [self.predict(queries, inputs, next_level=0, last=self.num_layers == 0)]
+        for i in range(self.num_layers):
+            level = i % self.num_feature_levels
+            attn_mask = predictions[-1].attn_mask
+            queries = self.transformer_cross_attention_layers[i](
+                queries, memories[level], memory_mask=attn_mask, pos=positions[level], query_pos=query_pos
+            )
+            queries = self.transformer_self_attention_layers[i](queries, query_pos=query_pos)
+            queries = self.transformer_ffn_layers[i](queries)
+            next_level = (i + 1) % self.num_feature_levels
+            predictions.append(self.predict(queries, inputs, next_level=next_level, last=i == self.num_layers - 1))
+        return self.outputs(predictions, inputs)
 
-    def memory(self, x: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
-        """What the queries attend to: per level, the projected features plus the level embedding, and their
-        position encodings, both ``[h_l * w_l, B, C]``."""
-        pos = [self.pe_layer(f, None).flatten(2).permute(2, 0, 1) for f in x]
-        src = [
+    def level_memories(self, x: List[Tensor]):
+        """The cross-attention's memory of each level ``[h*w, B, C]`` (projected, plus the level embedding) and
+        its position encoding ``[h*w, B, C]``."""
+        positions = [self.pe_layer(f, None).flatten(2).permute(2, 0, 1) for f in x]
+        memories = [
             (proj(f).flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1)
             for i, (proj, f) in enumerate(zip(self.input_proj, x))
         ]
-        return src, pos
+        return memories, positions
 
-    def decode(self, x: List[Tensor], mask_features: Tensor) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
-        """The decoder's layers: the last layer's queries ``[Q, B, C]`` and every supervised layer's class and
-        mask logits (in eval, the last layer's only). ``mask_features`` is whatever :meth:`query_mask_logits`
-        takes."""
-        if len(x) != self.num_feature_levels:
-            raise ValueError(
-                f"{type(self).__name__} needs {self.num_feature_levels} feature maps, got {len(x)}"
-            )
-        sizes = [tuple(f.shape[-2:]) for f in x]
-        src, pos = self.memory(x)
-        batch = src[0].shape[1]
+    def initial_queries(self, batch: int):
+        """The learned query features and query positions, ``[Q, B, C]`` each."""
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
-        output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
-        heads = self.prediction_heads(mask_features, sizes)
+        return self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1), query_pos
 
-        classes, embed, masks, attn_mask = heads(output, 0, final=self.num_layers == 0)
-        predictions_class, mask_embeds, predictions_mask = [classes], [embed], [masks]
-        for i in range(self.num_layers):
-            level = i % self.num_feature_levels
-            output = self.transformer_cross_attention_layers[i](
-                output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_pos
-            )
-            output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
-            output = self.transformer_ffn_layers[i](output)
-            next_level = (i + 1) % self.num_feature_levels
-            classes, embed, masks, attn_mask = heads(output, next_level, final=i == self.num_layers - 1)
-            predictions_class.append(classes)
-            mask_embeds.append(embed)
-            predictions_mask.append(masks)
-        if not self.training:
-            predictions_class, predictions_mask = predictions_class[-1:], predictions_mask[-1:]
-        elif self.joins_mask_logits(mask_features):
-            predictions_mask = joined_mask_logits(mask_features, mask_embeds, predictions_mask)
-        return output, predictions_class, predictions_mask
-
-    def prediction_heads(self, mask_features: Tensor, sizes):
-        """``heads(output, level, final) -> (class logits, mask embeddings, mask logits, attention mask at
-        sizes[level])`` (see :meth:`forward_prediction_heads`).
-
-        In training every layer's predictions are supervised. In eval only the final ones are
-        returned, so the other layers only need the attention mask at its (low) resolution:
-        bilinear resizing is linear, so ``resize(embed . features) == embed . resize(features)``,
-        and the features are resized once per scale instead of every layer's masks.
-        """
+    def mask_inputs(self, mask_features: Tensor, sizes: List[tuple]) -> MaskInputs:
+        """In training every layer's predictions are supervised, and on the CPU the backward of their mask logits
+        is joined (:func:`joined_mask_logits`). In eval only the last prediction is returned, so the earlier ones
+        need only the attention mask at the next level's (low) resolution: bilinear resizing is linear, so
+        ``resize(embed . features) == embed . resize(features)``, and the features are resized once per level
+        instead of every layer's masks."""
         if self.training:
-            return lambda output, level, final: self.forward_prediction_heads(
-                output, mask_features, None if final else sizes[level]
-            )
-        resized = [resize_bilinear(mask_features, size) for size in sizes]
+            return MaskInputs(mask_features, sizes, None, joins_mask_logits(mask_features))
+        per_level = [resize_bilinear(mask_features, size) for size in sizes]
+        return MaskInputs(mask_features, sizes, per_level, False)
 
-        def heads(output, level, final):
-            if final:
-                return self.forward_prediction_heads(output, mask_features, None)
-            mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
-            return None, None, None, self.attention_mask(self.query_mask_logits(mask_embed, resized[level]))
+    def predict(self, queries: Tensor, inputs: MaskInputs, *, next_level: int, last: bool) -> Prediction:
+        """The prediction heads on the decoder's queries ``[Q, B, C]``: class logits, mask logits, and the attention
+        mask of the next layer, at ``next_level``'s size (none after the last layer). In eval before the last
+        layer, the attention mask alone (see :meth:`mask_inputs`). Where ``inputs.joined`` the mask logits have no
+        graph: :meth:`outputs` joins every layer's at once."""
+        decoded = self.decoder_norm(queries).transpose(0, 1)
+        if inputs.per_level is not None and not last:
+            masks = self.query_mask_logits(self.mask_embed(decoded), inputs.per_level[next_level])
+            return Prediction(attn_mask=self.attention_mask(masks))
+        classes = self.class_embed(decoded)
+        embed = self.mask_embed(decoded)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not inputs.joined):
+            masks = self.query_mask_logits(embed, inputs.features)
+        if last:
+            return Prediction(classes, embed, masks, queries=decoded)
+        resized = resize_bilinear(masks, inputs.sizes[next_level])
+        return Prediction(classes, embed, masks, self.attention_mask(resized), decoded)
 
-        return heads
+    def query_mask_logits(self, embed: Tensor, features: Tensor) -> Tensor:
+        """The queries' mask logits: ``[B, Q, C]`` mask embeddings x ``[B, C, H, W]`` per-pixel embeddings ->
+        ``[B, Q, H, W]`` (:func:`mask_logits_reference`; :meth:`outputs` joins the backward where
+        ``inputs.joined``)."""
+        return mask_logits_reference(embed, features)
 
-    def joins_mask_logits(self, mask_features: Tensor) -> bool:
-        """In training, where :func:`joins_mask_logits`: every layer's masks are supervised, and their backward
-        runs once for all layers."""
-        return self.training and joins_mask_logits(mask_features)
+    def outputs(self, predictions: List[Prediction], inputs: MaskInputs):
+        """Every prediction in training (the masks joined to the graph where ``inputs.joined``), the last in eval,
+        as the output dict."""
+        if not self.training:
+            predictions = predictions[-1:]
+        masks = [p.masks for p in predictions]
+        if inputs.joined:
+            masks = joined_mask_logits(inputs.features, [p.embed for p in predictions], masks)
+        return pack_outputs([p.classes for p in predictions], masks)
 
-    def query_mask_logits(self, embed: Tensor, mask_features: Tensor) -> Tensor:
-        """The queries' mask logits: ``[B, Q, C]`` embeddings x ``[B, C, H, W]`` features -> ``[B, Q, H, W]``."""
-        return mask_logits_reference(embed, mask_features)
-
-    def attention_mask(self, mask_logits: Tensor) -> Tensor:
-        """``[B, Q, *spatial]`` mask logits -> ``[B * heads, Q, prod(spatial)]`` bool, True = background (not attended).
-        A query whose mask is empty at this scale attends everywhere (decided before the copy per head)."""
+    def attention_mask(self, logits: Tensor) -> Tensor:
+        """``[B, Q, *spatial]`` mask logits (image: ``h, w``) -> ``[B * heads, Q, prod(spatial)]`` bool, True =
+        background (not attended). A query whose mask is empty at this scale attends everywhere (decided before
+        the copy per head)."""
         # sigmoid(x) < 0.5  <=>  x < 0
-        background = mask_logits.flatten(2).detach() < 0
+        background = logits.flatten(2).detach() < 0
         # (Written without in-place boolean indexing so that it exports to ONNX.)
         background = background & ~background.all(-1, keepdim=True)
         return background.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
-
-    def forward_prediction_heads(self, output: Tensor, mask_features: Tensor, attn_mask_target_size: Optional[tuple]):
-        """Class logits ``[B, Q, K+1]``, mask embeddings ``[B, Q, C]``, mask logits ``[B, Q, H, W]`` and the
-        attention mask for the next layer's scale (None without a size: after the last layer there is none).
-        Where :meth:`joins_mask_logits`, the mask logits have no graph: the caller joins every layer's at once
-        (:func:`joined_mask_logits`)."""
-        decoded = self.decoder_norm(output).transpose(0, 1)
-        classes = self.class_embed(decoded)
-        embed = self.mask_embed(decoded)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.joins_mask_logits(mask_features)):
-            masks = self.query_mask_logits(embed, mask_features)
-        if attn_mask_target_size is None:
-            return classes, embed, masks, None
-        return classes, embed, masks, self.attention_mask(resize_bilinear(masks, attn_mask_target_size))

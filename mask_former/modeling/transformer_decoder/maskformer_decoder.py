@@ -1,13 +1,13 @@
 """MaskFormer's transformer decoder: DETR's transformer on one feature map."""
 import torch
+from detectron2.config import configurable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from detectron2.config import configurable
-
 from ..build import TRANSFORMER_DECODER_REGISTRY
-from ..layers import MLP, PositionEmbeddingSine, mask_logits
+from ..fast_paths.mask_logits import mask_logits
 from ..transformer import Transformer
+from ..transformer_blocks import MLP, PositionEmbeddingSine
 from .common import decoder_config, input_projection, pack_outputs
 
 
@@ -82,6 +82,7 @@ class StandardTransformerDecoder(nn.Module):
         embed = self.mask_embed(hs)  # [L, B, Q, C]
         layers, _, queries, _ = embed.shape
         # einsum("lbqc,bchw->lbqhw") as one product per image over every layer's queries, as einsum lays it out.
-        masks = mask_logits(embed.transpose(0, 1).flatten(1, 2), mask_features).unflatten(1, (layers, queries)).transpose(0, 1)
+        masks = mask_logits(embed.transpose(0, 1).flatten(1, 2), mask_features)
+        masks = masks.unflatten(1, (layers, queries)).transpose(0, 1)
         classes = self.class_embed(hs) if self.mask_classification else None
         return pack_outputs(None if classes is None else list(classes), list(masks))

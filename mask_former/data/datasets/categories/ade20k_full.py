@@ -84,7 +84,11 @@ ADE20K_FULL_CATEGORIES = [
     (236, "book"),
     (2531, "stairway, staircase"),
     (2616, "streetlight, street lamp"),
-    (591, "computer, computing machine, computing device, data processor, electronic computer, information processing system"),
+    (
+        591,
+        "computer, computing machine, computing device, data processor, electronic computer, "
+        "information processing system",
+    ),
     (327, "bus, autobus, coach, charabanc, double-decker, jitney, motorbus, motorcoach, omnibus, passenger vehicle"),
     (2679, "swivel chair"),
     (1451, "light, light source"),

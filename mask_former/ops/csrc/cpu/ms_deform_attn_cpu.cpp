@@ -21,10 +21,12 @@
 
 #include "ms_deform_attn_checks.h"
 
-// float, the type that matters on the CPU, is compiled once per x86-64 level (AVX-512, AVX2 + FMA, baseline)
-// and the loader picks the best one the machine runs (GCC function multi-versioning): a wheel or build
-// stays portable and still uses wide vectors. The per-thread range functions are the cloned unit, so the
-// dispatch costs one indirect call per thread, and what they call is inlined into each clone.
+// float, bfloat16 and float16 (the types of float32 and autocast inference; both half types accumulate in
+// float32) are compiled once per x86-64 level (AVX-512, AVX2 + FMA, baseline) and the loader picks the best
+// one the machine runs (GCC function multi-versioning): a wheel or build stays portable and still uses wide
+// vectors, which also widen the half types to float32 a vector at a time. The per-thread range functions are
+// the cloned unit, so the dispatch costs one indirect call per thread, and what they call is inlined into
+// each clone. float64 (tests, gradcheck) takes the baseline build.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define MASK_FORMER_ISA_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -169,15 +171,28 @@ MASK_FORMER_ALWAYS_INLINE inline void forward_range(int64_t begin, int64_t end, 
   }
 }
 
-MASK_FORMER_ISA_CLONES void forward_range_float(int64_t begin, int64_t end, const ForwardArgs<float>& a) {
+// The types with per-ISA clones of the range functions (overloads, one per type).
+template <typename scalar_t>
+constexpr bool kHasIsaClones =
+    std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, at::BFloat16> || std::is_same_v<scalar_t, at::Half>;
+
+MASK_FORMER_ISA_CLONES void forward_range_cloned(int64_t begin, int64_t end, const ForwardArgs<float>& a) {
   forward_range<float>(begin, end, a);
+}
+
+MASK_FORMER_ISA_CLONES void forward_range_cloned(int64_t begin, int64_t end, const ForwardArgs<at::BFloat16>& a) {
+  forward_range<at::BFloat16>(begin, end, a);
+}
+
+MASK_FORMER_ISA_CLONES void forward_range_cloned(int64_t begin, int64_t end, const ForwardArgs<at::Half>& a) {
+  forward_range<at::Half>(begin, end, a);
 }
 
 template <typename scalar_t>
 void forward_kernel(const ForwardArgs<scalar_t>& args) {
   at::parallel_for(0, args.d.batch * args.d.queries, 1, [&](int64_t begin, int64_t end) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      forward_range_float(begin, end, args);
+    if constexpr (kHasIsaClones<scalar_t>) {
+      forward_range_cloned(begin, end, args);
     } else {
       forward_range<scalar_t>(begin, end, args);
     }
@@ -268,15 +283,23 @@ MASK_FORMER_ALWAYS_INLINE inline void backward_range(int64_t begin, int64_t end,
   }
 }
 
-MASK_FORMER_ISA_CLONES void backward_range_float(int64_t begin, int64_t end, const BackwardArgs<float>& a) {
+MASK_FORMER_ISA_CLONES void backward_range_cloned(int64_t begin, int64_t end, const BackwardArgs<float>& a) {
   backward_range<float>(begin, end, a);
+}
+
+MASK_FORMER_ISA_CLONES void backward_range_cloned(int64_t begin, int64_t end, const BackwardArgs<at::BFloat16>& a) {
+  backward_range<at::BFloat16>(begin, end, a);
+}
+
+MASK_FORMER_ISA_CLONES void backward_range_cloned(int64_t begin, int64_t end, const BackwardArgs<at::Half>& a) {
+  backward_range<at::Half>(begin, end, a);
 }
 
 template <typename scalar_t>
 void backward_kernel(const BackwardArgs<scalar_t>& args) {
   at::parallel_for(0, args.d.batch * args.d.heads * args.d.levels, 1, [&](int64_t begin, int64_t end) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      backward_range_float(begin, end, args);
+    if constexpr (kHasIsaClones<scalar_t>) {
+      backward_range_cloned(begin, end, args);
     } else {
       backward_range<scalar_t>(begin, end, args);
     }

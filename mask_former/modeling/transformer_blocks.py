@@ -1,13 +1,31 @@
-"""Building blocks shared by the pixel decoders and the transformer decoders.
+"""Transformer building blocks shared by the pixel decoders and the transformer decoders: position
+encoding, MLP, the residual attention and feed-forward sublayers, and Mask2Former's attention layers.
 
 Sequence tensors follow ``nn.MultiheadAttention``'s default layout: ``[L, B, C]``.
 """
+import copy
 import math
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+__all__ = [
+    "MLP",
+    "CrossAttentionLayer",
+    "FFNLayer",
+    "PositionEmbeddingSine",
+    "PositionEmbeddingSine3D",
+    "SelfAttentionLayer",
+    "clones",
+    "cross_attention",
+    "feed_forward",
+    "residual",
+    "self_attention",
+    "with_pos",
+    "xavier_init_matrices",
+]
 
 
 class PositionEmbeddingSine(nn.Module):
@@ -38,13 +56,45 @@ class PositionEmbeddingSine(nn.Module):
             x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
         dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
         dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_pos_feats)
-        pos_x = self._interleave_sin_cos(x_embed[:, :, :, None] / dim_t)
-        pos_y = self._interleave_sin_cos(y_embed[:, :, :, None] / dim_t)
+        pos_x = interleave_sin_cos(x_embed[:, :, :, None] / dim_t)
+        pos_y = interleave_sin_cos(y_embed[:, :, :, None] / dim_t)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
 
-    @staticmethod
-    def _interleave_sin_cos(angles: Tensor) -> Tensor:
-        return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=4).flatten(3)
+
+class PositionEmbeddingSine3D(nn.Module):
+    """Sine / cosine position encoding of a clip (Mask2Former-VIS): :class:`PositionEmbeddingSine` of each frame
+    (``num_pos_feats`` channels for y, then as many for x) plus an encoding of the frame's position in time over
+    all ``2 * num_pos_feats`` channels.
+
+    ``forward(x [B, T, C, H, W], mask [B, T, H, W] or None) -> [B, T, 2 * num_pos_feats, H, W]``; ``True`` in
+    ``mask`` marks padding.
+    """
+
+    def __init__(self, num_pos_feats: int = 64, temperature: int = 10000, normalize: bool = False, scale=None):
+        super().__init__()
+        self.spatial = PositionEmbeddingSine(num_pos_feats, temperature, normalize, scale)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"PositionEmbeddingSine3D expects a [B, T, C, H, W] clip, got shape {tuple(x.shape)}")
+        batch, frames, _, height, width = x.shape
+        if mask is None:
+            mask = torch.zeros((batch, frames, height, width), device=x.device, dtype=torch.bool)
+        spatial = self.spatial(x.flatten(0, 1), mask.flatten(0, 1)).unflatten(0, (batch, frames))
+        z_embed = (~mask).cumsum(1, dtype=torch.float32)
+        if self.spatial.normalize:
+            z_embed = z_embed / (z_embed[:, -1:] + 1e-6) * self.spatial.scale
+        channels = 2 * self.spatial.num_pos_feats
+        dim_t = torch.arange(channels, dtype=torch.float32, device=x.device)
+        dim_t = self.spatial.temperature ** (2 * (dim_t // 2) / channels)
+        pos_z = interleave_sin_cos(z_embed[..., None] / dim_t)
+        return spatial + pos_z.permute(0, 1, 4, 2, 3)
+
+
+def interleave_sin_cos(angles: Tensor) -> Tensor:
+    """``[..., F]`` angles -> ``[..., F]``: the sines of the even channels and the cosines of the odd ones,
+    interleaved."""
+    return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
 
 
 class MLP(nn.Module):
@@ -67,7 +117,9 @@ def with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
     return x if pos is None else x + pos
 
 
-def residual(x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module, dropout: nn.Module, pre_norm: bool) -> Tensor:
+def residual(
+    x: Tensor, sublayer: Callable[[Tensor], Tensor], norm: nn.Module, dropout: nn.Module, pre_norm: bool
+) -> Tensor:
     """``x + sublayer(norm(x))`` (pre-norm) or ``norm(x + sublayer(x))`` (post-norm)."""
     if pre_norm:
         return x + dropout(sublayer(norm(x)))
@@ -111,106 +163,9 @@ def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module):
     return run
 
 
-def mask_logits(embed: Tensor, features: Tensor) -> Tensor:
-    """The queries' mask logits, ``einsum("bnc,bchw->bnhw", embed, features)``.
-
-    Args:
-        embed: ``[B, N, C]`` mask embeddings of N queries.
-        features: ``[B, C, H, W]`` per-pixel embeddings (any memory format).
-
-    Returns:
-        ``[B, N, H, W]``, with the backward of :func:`joined_mask_logits` where :func:`joins_mask_logits`.
-    """
-    if not joins_mask_logits(features):
-        return mask_logits_reference(embed, features)
-    return joined_mask_logits(features, [embed], [mask_logits_reference(embed.detach(), features.detach())])[0]
-
-
-def joins_mask_logits(features: Tensor) -> bool:
-    """Whether mask logits of ``features`` are computed without a graph and joined to it by
-    :func:`joined_mask_logits`: under autograd, on the CPU. Other devices keep the einsum's backward: finding
-    the supervised rows there would wait on the device once per image and layer."""
-    return features.device.type == "cpu" and torch.is_grad_enabled()
-
-
-def joined_mask_logits(features: Tensor, embeds: Sequence[Tensor], masks: Sequence[Tensor]) -> List[Tensor]:
-    """Several layers' mask logits ``masks[l] = mask_logits_reference(embeds[l], features)``, computed by the
-    caller without a graph, joined to the graph at once, with the gradients of the einsums.
-
-    The backward multiplies only the queries whose mask gradient is not zero: the mask losses supervise the
-    matched queries alone, a few of the N, and the einsum backward (:func:`mask_logits_reference`) spends most
-    of its two products on zero rows. The features' gradient is one product over every layer's supervised
-    rows, instead of one full-size product and sum per layer. The same gradients up to the order of the sums.
-    """
-    return list(_SupervisedRowsMaskLogits.apply(features, *embeds, *masks))
-
-
-def mask_logits_reference(embed: Tensor, features: Tensor) -> Tensor:
-    """:func:`mask_logits` as one einsum, forward and backward."""
-    return torch.einsum("bnc,bchw->bnhw", embed, features)
-
-
-class _SupervisedRowsMaskLogits(torch.autograd.Function):
-    """``apply(features, *embeds, *masks) -> masks``, the given masks joined to the graph (see
-    :func:`joined_mask_logits`)."""
-
-    @staticmethod
-    def forward(ctx, features: Tensor, *embeds_and_masks: Tensor):
-        layers = len(embeds_and_masks) // 2
-        ctx.save_for_backward(features, *embeds_and_masks[:layers])
-        ctx.set_materialize_grads(False)
-        return embeds_and_masks[layers:]
-
-    @staticmethod
-    def backward(ctx, *grads: Optional[Tensor]):
-        features, *embeds = ctx.saved_tensors
-        wants = ctx.needs_input_grad
-        grad_embeds = [torch.zeros_like(e) if wants[1 + l] and g is not None else None
-                       for l, (e, g) in enumerate(zip(embeds, grads))]
-        # Per image, every layer's (embed rows, gradient rows) of supervised queries, for the features' gradient.
-        supervised = [([], []) for _ in range(features.shape[0])]
-        for embed, grad, grad_embed in zip(embeds, grads, grad_embeds):
-            if grad is None:
-                continue
-            grad = grad.flatten(2)
-            # A row is skipped only where every entry is exactly 0 (NaN and inf rows are kept: amax propagates NaN).
-            kept = grad.abs().amax(-1) != 0
-            for b, (embed_rows, grad_rows) in enumerate(supervised):
-                rows = kept[b].nonzero().squeeze(1)
-                grad_of_rows = grad[b].index_select(0, rows)
-                if grad_embed is not None and len(rows):
-                    grad_embed[b].index_copy_(0, rows, grad_of_rows @ features[b].flatten(1).t())
-                if wants[0]:
-                    grad_rows.append(grad_of_rows)
-                    embed_rows.append(embed[b].index_select(0, rows))
-        grad_features = None
-        if wants[0]:
-            channels_last = features.is_contiguous(memory_format=torch.channels_last)
-            grad_features = torch.empty_like(
-                features, memory_format=torch.channels_last if channels_last else torch.contiguous_format
-            )
-            channels, pixels = features.shape[1], features[0].numel() // features.shape[1]
-            for b, (embed_rows, grad_rows) in enumerate(supervised):
-                embed_rows = torch.cat(embed_rows) if embed_rows else features.new_zeros(0, channels)
-                grad_rows = torch.cat(grad_rows) if grad_rows else features.new_zeros(0, pixels)
-                _product_into(grad_features[b].view(channels, pixels), embed_rows.t(), grad_rows)
-        return (grad_features, *grad_embeds, *([None] * len(embeds)))
-
-
-def _product_into(out: Tensor, a: Tensor, b: Tensor) -> None:
-    """``out = a @ b`` written in place into ``out``, a contiguous matrix or a transposed one (a channels-last
-    feature map's ``[C, HW]`` view), without a temporary; ``a @ b`` with an empty inner dimension is zero."""
-    if out.is_contiguous():
-        torch.mm(a, b, out=out)
-    else:
-        torch.mm(b.t(), a.t(), out=out.t())
-
-
-def padding_to_multiple(size: int, multiple: int) -> int:
-    """How much to pad ``size`` to the next multiple of ``multiple`` (``-size % multiple``), written as a
-    ceiling so that, under torch.export, every later size stays a plain multiple of ``ceil(size / multiple)``
-    and equal sizes reached by different paths are provably equal."""
-    return (size + multiple - 1) // multiple * multiple - size
+def clones(module: nn.Module, n: int) -> nn.ModuleList:
+    """``n`` independent deep copies of ``module``."""
+    return nn.ModuleList(copy.deepcopy(module) for _ in range(n))
 
 
 def xavier_init_matrices(module: nn.Module):
@@ -231,7 +186,9 @@ class SelfAttentionLayer(nn.Module):
         self.normalize_before = normalize_before
         xavier_init_matrices(self)
 
-    def forward(self, tgt: Tensor, tgt_mask=None, tgt_key_padding_mask=None, query_pos: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, tgt: Tensor, tgt_mask=None, tgt_key_padding_mask=None, query_pos: Optional[Tensor] = None
+    ) -> Tensor:
         sublayer = self_attention(self.self_attn, query_pos, tgt_mask, tgt_key_padding_mask)
         return residual(tgt, sublayer, self.norm, self.dropout, self.normalize_before)
 

@@ -1,4 +1,9 @@
-"""Convolutions followed by a frozen batch norm, run as one convolution.
+"""Fast path: a convolution followed by a frozen batch norm, run as one convolution.
+
+Reference: detectron2's ``Conv2d`` with a ``FrozenBatchNorm2d`` norm, the convolution then the norm
+(:func:`conv_then_norm`). Fast path: :class:`FrozenBNConv2d`, the norm folded into the convolution's weights.
+:func:`fold_frozen_batch_norm` makes a backbone's convolutions fast-path ones at build time
+(``MODEL.MASK_FORMER.FOLD_FROZEN_BN``); :func:`folds_frozen_batch_norm` picks, at build time and in each call.
 
 A frozen batch norm is a fixed per-channel affine map ``y = x * scale + shift``, so
 ``norm(conv(x, W) + b) == conv(x, W * scale, b * scale + shift)``. detectron2 runs it as a separate pass over
@@ -7,12 +12,14 @@ into the weights, which are tiny next to the activations, saves those passes; th
 float rounding. Parameters, buffers and state-dict keys are untouched.
 """
 import torch
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from detectron2.layers import Conv2d, FrozenBatchNorm2d
+from ...compat import tensor_version
+from . import capturing_graph
 
-__all__ = ["FrozenBNConv2d", "fold_frozen_batch_norm", "frozen_bn_affine"]
+__all__ = ["FrozenBNConv2d", "conv_then_norm", "fold_frozen_batch_norm", "folds_frozen_batch_norm", "frozen_bn_affine"]
 
 
 FROZEN_BN_BUFFERS = ("weight", "bias", "running_mean", "running_var")
@@ -22,6 +29,17 @@ def frozen_bn_affine(norm: FrozenBatchNorm2d):
     """``(scale, shift)`` ``[C]`` of the frozen batch norm's map ``x * scale + shift``, as detectron2 computes them."""
     scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
     return scale, norm.bias - norm.running_mean * scale
+
+
+def folds_frozen_batch_norm(conv: Conv2d) -> bool:
+    """Whether ``conv`` runs its norm folded into its weights: where the norm is a ``FrozenBatchNorm2d``, a fixed
+    map (a trainable norm changes in training, and its statistics with the batch)."""
+    return type(conv.norm) is FrozenBatchNorm2d
+
+
+def conv_then_norm(conv: Conv2d, x: Tensor) -> Tensor:
+    """The reference: detectron2's ``Conv2d`` forward, the convolution then its norm (and activation)."""
+    return Conv2d.forward(conv, x)
 
 
 class FrozenBNConv2d(Conv2d):
@@ -36,8 +54,8 @@ class FrozenBNConv2d(Conv2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if type(self.norm) is not FrozenBatchNorm2d:
-            return super().forward(x)
+        if not folds_frozen_batch_norm(self):
+            return conv_then_norm(self, x)
         weight, bias = self._folded_weight_and_bias()
         x = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return x if self.activation is None else self.activation(x)
@@ -51,10 +69,9 @@ class FrozenBNConv2d(Conv2d):
         sources = [t for t in sources if t is not None]
         records_graph = torch.is_grad_enabled() and any(t.requires_grad for t in sources)
         # Inference tensors have no version counter; a traced graph folds the weights itself.
-        tracing = torch.compiler.is_exporting() or torch.jit.is_tracing()
-        if records_graph or tracing or any(t.is_inference() for t in sources):
+        if records_graph or capturing_graph() or any(t.is_inference() for t in sources):
             return self._fold()
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        key = tuple((t.data_ptr(), tensor_version(t), t.dtype, t.device) for t in sources)
         cached = self.__dict__.get("_folded")
         if cached is None or cached[0] != key:
             self.__dict__["_folded"] = cached = (key, *self._fold())
@@ -68,11 +85,12 @@ class FrozenBNConv2d(Conv2d):
 
 
 def fold_frozen_batch_norm(module: nn.Module) -> nn.Module:
-    """Make, in place, every detectron2 ``Conv2d`` in ``module`` whose ``norm`` is a ``FrozenBatchNorm2d`` a
+    """Make, in place, every detectron2 ``Conv2d`` in ``module`` that :func:`folds_frozen_batch_norm` picks a
     :class:`FrozenBNConv2d`; its parameters, buffers, names and memory format stay as they are. Returns
     ``module``."""
     for child in module.modules():
-        if type(child) is Conv2d and type(child.norm) is FrozenBatchNorm2d:
+        # Exactly Conv2d: a subclass may have a forward of its own.
+        if type(child) is Conv2d and folds_frozen_batch_norm(child):
             # A subclass that only overrides forward: every attribute (parameters, hooks, training flag) stays.
             child.__class__ = FrozenBNConv2d
     return module

@@ -1,0 +1,22 @@
+"""The CPU fast paths of the model, each in its own module beside its plain reference and the one function
+that picks between them:
+
+- :mod:`.mask_logits`: the mask logits' backward joined over the decoder layers, on the supervised queries
+  only (reference: the einsum); picked by :func:`~.mask_logits.joins_mask_logits`.
+- :mod:`.frozen_bn`: a frozen batch norm folded into the convolution before it (reference: detectron2's conv
+  then norm); picked by :func:`~.frozen_bn.folds_frozen_batch_norm`.
+- :mod:`.kept_queries`: panoptic and instance post-processing on the kept queries only (reference: the
+  fixed-rank tensor stages on every query, which the exporter traces); picked by
+  :func:`~.kept_queries.uses_kept_queries`.
+
+Each has a test comparing it with its reference.
+"""
+import torch
+
+__all__ = ["capturing_graph"]
+
+
+def capturing_graph() -> bool:
+    """Whether the model runs to be recorded into a graph: by torch.export, or by the TorchScript tracer (the
+    ONNX exporter). Such a graph holds neither data-dependent shapes nor values kept between calls."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
