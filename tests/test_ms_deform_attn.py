@@ -276,6 +276,19 @@ def test_cuda_inputs_without_extension_nor_triton_use_the_reference(monkeypatch)
     )
 
 
+def test_deterministic_training_does_not_use_triton(monkeypatch):
+    """Triton's value gradient is summed by atomics: in deterministic mode it runs only where no gradient flows."""
+    gpu_without_cuda_extension(monkeypatch)
+    set_deterministic(True)
+    training, inference = CudaLikeValue(), CudaLikeValue()
+    training.requires_grad, inference.requires_grad = True, False
+    name, reason = choose_implementation(training)
+    assert name == "pytorch" and "deterministic mode is on and the Triton kernel sums" in reason
+    assert choose_implementation(inference)[0] == "triton"
+    with torch.no_grad():
+        assert choose_implementation(training)[0] == "triton"
+
+
 def test_env_triton_on_cpu_inputs_outside_the_interpreter_is_an_error(monkeypatch):
     monkeypatch.setattr(ops, "triton_interpreted", lambda: False)
     monkeypatch.setenv(IMPLEMENTATION_ENV, "triton")

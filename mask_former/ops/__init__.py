@@ -167,6 +167,11 @@ def _triton_problem(value: torch.Tensor) -> Optional[str]:
     interpreted = triton_interpreted()
     if interpreted is None:
         return "Triton is not installed (it comes with torch's CUDA builds)"
+    if is_deterministic() and value.requires_grad and torch.is_grad_enabled():
+        return (
+            "deterministic mode is on and the Triton kernel sums the value gradient with atomics (the CUDA "
+            "kernel of mask_former._C has a deterministic mode)"
+        )
     if value.device.type == "cuda" or (interpreted and value.device.type == "cpu"):
         return None
     return f"the inputs are on {value.device.type} (Triton runs CPU tensors in its interpreter: TRITON_INTERPRET=1)"

@@ -197,8 +197,8 @@ def ms_deform_attn_triton(
     dtype = accumulation_dtype(value.dtype)
     return TritonMSDeformAttnFunction.apply(
         value.contiguous(),
-        value_spatial_shapes.to(torch.int64).contiguous(),
-        value_level_start_index.to(torch.int64).contiguous(),
+        value_spatial_shapes.to(value.device, torch.int64).contiguous(),
+        value_level_start_index.to(value.device, torch.int64).contiguous(),
         sampling_locations.to(dtype).contiguous(),
         attention_weights.to(dtype).contiguous(),
     )

@@ -41,13 +41,14 @@ def _forward_backward(kernel: Callable, inputs, grad_output):
 
 def relative_differences(kernel: Callable, device: torch.device, dtype: torch.dtype, channels: int) -> Dict[str, float]:
     """``{name: max |kernel - reference| / max |reference|}`` for the output and the three gradients (names in
-    :data:`COMPARED`), ``kernel`` run in ``dtype`` on ``device`` and the reference in float64 on the same rounded
-    inputs. Runs with gradients on and autocast off, whatever the caller's mode."""
+    :data:`COMPARED`), ``kernel`` run in ``dtype`` on ``device`` and the reference in float64 on the CPU (exact
+    and deterministic: grid_sample's CUDA backward is not) on the same rounded inputs. Runs with gradients on and
+    autocast off, whatever the caller's mode."""
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
         inputs, grad_output = _case(device, dtype, channels)
         results = _forward_backward(kernel, inputs, grad_output)
-        as_double = [tensor.double() if tensor.is_floating_point() else tensor for tensor in inputs]
-        expected = _forward_backward(ms_deform_attn_pytorch, as_double, grad_output.double())
+        as_double = [tensor.cpu().double() if tensor.is_floating_point() else tensor.cpu() for tensor in inputs]
+        expected = _forward_backward(ms_deform_attn_pytorch, as_double, grad_output.cpu().double())
     differences = {}
     for name, actual, wanted in zip(COMPARED, results, expected):
         if actual is None or actual.shape != wanted.shape:
@@ -55,6 +56,6 @@ def relative_differences(kernel: Callable, device: torch.device, dtype: torch.dt
             continue
         scale = float(wanted.abs().max())
         # NaN compares False: a NaN anywhere must count as a failure, hence nan_to_num to inf.
-        difference = float((actual.double() - wanted).abs().nan_to_num(nan=float("inf")).max())
+        difference = float((actual.cpu().double() - wanted).abs().nan_to_num(nan=float("inf")).max())
         differences[name] = difference / scale if scale > 0 else difference
     return differences
