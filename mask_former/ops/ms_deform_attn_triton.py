@@ -12,6 +12,7 @@ float64 values) buffer.
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 from triton.runtime.interpreter import InterpretedFunction
 
 from .ms_deform_attn_func import accumulation_dtype
@@ -167,6 +168,7 @@ class TritonMSDeformAttnFunction(torch.autograd.Function):
         return output
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_output):
         value, shapes, starts, locations, weights = ctx.saved_tensors
         grad_value = torch.zeros(value.shape, dtype=weights.dtype, device=value.device)
