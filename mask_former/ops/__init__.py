@@ -8,7 +8,7 @@ and its reason are logged once. The environment variable ``MASK_FORMER_DEFORM_AT
 error saying why it cannot run). ``triton`` runs CPU tensors too when ``TRITON_INTERPRET=1`` was set before
 Triton was imported (its interpreter; slow, for tests).
 
-Before a kernel is trusted on a (device, dtype, channels), it is compared, forward and backward, with the
+Before a kernel is trusted on a (device, dtype), it is compared, forward and backward, with the
 reference on a small random case (:mod:`.self_check`, milliseconds); a kernel that differs or fails is
 reported as an ERROR with the figures and the reference runs instead from then on.
 ``MASK_FORMER_DEFORM_ATTN_SELF_CHECK=0`` turns the check off.
@@ -201,14 +201,14 @@ def self_check_enabled() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def kernel_self_check(kernel: str, device: torch.device, dtype: torch.dtype, channels: int) -> Optional[str]:
+def kernel_self_check(kernel: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
     """Why ``kernel`` must not be trusted on ``device`` in ``dtype`` (it differs from the reference beyond
     :data:`~.self_check.TOLERANCES`, or fails), or None when it matches. Run once per arguments; a failure is
     logged once, as an ERROR with the figures."""
-    what = f"the {kernel} kernel on {device} {str(dtype).replace('torch.', '')} with {channels} channels"
+    what = f"the {kernel} kernel on {device} {str(dtype).replace('torch.', '')}"
     try:
         tolerance = TOLERANCES[dtype]
-        differences = relative_differences(IMPLEMENTATIONS[kernel], device, dtype, channels)
+        differences = relative_differences(IMPLEMENTATIONS[kernel], device, dtype)
     except Exception as error:  # any failure of the kernel (compilation included) means: do not use it
         problem = f"{what} failed its self-check ({type(error).__name__}: {error})"
     else:
@@ -227,7 +227,7 @@ def kernel_self_check(kernel: str, device: torch.device, dtype: torch.dtype, cha
 def _checked(kernel: str, reason: str, value: torch.Tensor) -> Tuple[str, str]:
     if not self_check_enabled():
         return kernel, f"{reason}; not self-checked ({SELF_CHECK_ENV}=0)"
-    problem = kernel_self_check(kernel, value.device, value.dtype, value.shape[-1])
+    problem = kernel_self_check(kernel, value.device, value.dtype)
     if problem is not None:
         return "pytorch", problem
     return kernel, f"{reason}; self-checked against the reference"
