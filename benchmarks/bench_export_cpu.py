@@ -2,7 +2,8 @@
 and image, post-processing included.
 
     .venv/bin/python benchmarks/bench_export_cpu.py \
-        --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml --size 512
+        --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml --size 512 \
+        [--deform-attn {gather,grid-sample}]
 
 Random weights (timing needs no checkpoint). Exports once into a temporary folder (minutes), then
 prints the median of ``--runs`` timed passes of each path after ``--warmup`` passes, as a markdown
@@ -27,6 +28,7 @@ from mask_former.config import build_config
 from mask_former.export import load_exported
 from mask_former.export.exporter import export_model
 from mask_former.export.runtime import MODEL_FILES
+from mask_former.ops import EXPORT_FORMS
 
 
 def print_onnxruntime_profile(path: str, image: np.ndarray, runs: int, top: int = 12) -> None:
@@ -61,6 +63,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--profile", action="store_true",
                         help="also print onnxruntime's own profile: milliseconds per operator type, per run")
+    parser.add_argument("--deform-attn", default="gather", choices=sorted(EXPORT_FORMS),
+                        help="form of the deformable attention in the exported graph (tools/export_model.py)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
     cfg = build_config(args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
@@ -74,17 +78,18 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as directory:
         print("[export] exporting to ONNX ...", file=sys.stderr, flush=True)
-        export_model(model, cfg, "onnx", directory)
+        export_model(model, cfg, "onnx", directory, deform_attn=args.deform_attn)
         predictor = load_exported(directory)
         onnx_s = median_seconds(lambda: predictor(image), args.runs, args.warmup, "onnxruntime")
         if args.profile:
             print_onnxruntime_profile(os.path.join(directory, MODEL_FILES["onnx"]), image, args.runs)
     eager_s = median_seconds(eager, args.runs, args.warmup, "eager")
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
-    print("| config | size | eager s | onnxruntime s | speed-up | machine |")
-    print("|---|---|---|---|---|---|")
+    print("| config | size | --deform-attn | eager s | onnxruntime s | speed-up | machine |")
+    print("|---|---|---|---|---|---|---|")
     config = os.path.basename(args.config_file)
-    print(f"| {config} | {args.size} | {eager_s:.3f} | {onnx_s:.3f} | {eager_s / onnx_s:.2f}x | {machine} |")
+    print(f"| {config} | {args.size} | {args.deform_attn} | {eager_s:.3f} | {onnx_s:.3f} | {eager_s / onnx_s:.2f}x "
+          f"| {machine} |")
     return 0
 
 

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -80,6 +81,36 @@ def test_meta_records_tasks_and_thresholds(tiny_export):
     assert meta["tasks"] == ["semantic", "panoptic", "instance"]
     assert meta["overlap_threshold"] == model.overlap_threshold and meta["input_format"] == "BGR"
     assert meta["thing_classes"] == sorted(model.thing_classes())
+
+
+def onnx_operators(directory):
+    return {node.op_type for node in onnx.load(str(directory / "model.onnx")).graph.node}
+
+
+def test_default_onnx_holds_no_grid_sample(tiny_export):
+    """TensorRT mis-builds GridSample (NVIDIA/TensorRT#4813): by default the deformable attention is Gathers."""
+    _, directory = tiny_export
+    assert "GridSample" not in onnx_operators(directory)
+    assert json.loads((directory / "meta.json").read_text())["deform_attn"] == "gather"
+
+
+def test_grid_sample_form_equals_the_gather_form_and_eager(tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model = build_model(cfg).eval()
+    predictors = {}
+    for form in ("gather", "grid-sample"):
+        export_model(model, cfg, "onnx", tmp_path / form, deform_attn=form)
+        assert ("GridSample" in onnx_operators(tmp_path / form)) == (form == "grid-sample")
+        predictors[form] = load_exported(tmp_path / form)
+    image = random_image(SIZES[1], seed=3)
+    expected = eager(model, image)
+    gather, grid_sample = (predictors[form](image) for form in ("gather", "grid-sample"))
+    assert_same_as_eager(expected, gather)
+    assert_same_as_eager(expected, grid_sample)
+    np.testing.assert_allclose(gather["sem_seg"], grid_sample["sem_seg"], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="--deform-attn 'gridsample'"):
+        export_model(model, cfg, "onnx", tmp_path / "bad", deform_attn="gridsample")
 
 
 def test_runtime_imports_without_torch(tiny_export):
@@ -195,18 +226,18 @@ def test_unsupported_format_and_config_are_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def golden_exports(tmp_path_factory):
-    """``get(folder, format) -> (eager model, exported predictor)``, each fixture exported once per module and
-    format."""
+    """``get(folder, format, deform_attn) -> (eager model, exported predictor)``, each fixture exported once per
+    module, format and form of the deformable attention (default: the Gather form)."""
     exports = {}
 
-    def get(folder, export_format="onnx"):
-        key = folder.name, export_format
+    def get(folder, export_format="onnx", deform_attn="gather"):
+        key = folder.name, export_format, deform_attn
         if key not in exports:
             cfg = golden_cfg(folder)
             model = build_model(cfg).eval()
             DetectionCheckpointer(model).load(str(folder / "weights.pth"))
             directory = tmp_path_factory.mktemp(folder.name)
-            export_model(model, cfg, export_format, directory)
+            export_model(model, cfg, export_format, directory, deform_attn=deform_attn)
             exports[key] = model, load_exported(directory)
         return exports[key]
 
@@ -248,6 +279,16 @@ def test_golden_fixture_exported_matches_eager_at_another_size(name, golden_dir,
     assert_same_as_eager(eager(model, image), predictor(image))
 
 
+def test_golden_fixture_exported_with_grid_sample_gives_upstream_outputs(golden_dir, golden_exports):
+    """The GridSample form (``--deform-attn grid-sample``) of a Mask2Former fixture: upstream's outputs too."""
+    folder = golden_dir("m2f_coco_panoptic")
+    _, predictor = golden_exports(folder, deform_attn="grid-sample")
+    assert predictor.meta["deform_attn"] == "grid-sample"
+    image = np.array(Image.open(folder / "input.png").convert(predictor.meta["input_format"]))
+    reference = torch.load(folder / "outputs.pt", weights_only=False)
+    assert_matches_upstream("m2f_coco_panoptic", predictor(image), reference)
+
+
 @pytest.mark.parametrize("name", ["m2f_coco_panoptic", "maskformer_v1_coco_panoptic"])
 def test_golden_fixture_torch_exported_gives_upstream_outputs_at_any_size(name, golden_dir, golden_exports):
     """A dynamic torch.export program of a Mask2Former and a MaskFormer v1 fixture: upstream's outputs on
@@ -275,10 +316,12 @@ def test_export_tool_writes_model_and_meta(tmp_path):
     (tmp_path / "tiny.yaml").write_text(cfg.dump())
     out = subprocess.run(
         [sys.executable, "tools/export_model.py", "--config-file", str(tmp_path / "tiny.yaml"), "--format", "onnx",
-         "--output", str(tmp_path / "exported"), "MODEL.WEIGHTS", str(tmp_path / "tiny.pth")],
+         "--output", str(tmp_path / "exported"), "--deform-attn", "grid-sample",
+         "MODEL.WEIGHTS", str(tmp_path / "tiny.pth")],
         capture_output=True, text=True, cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT), "PATH": ""}, timeout=300,
     )
     assert out.returncode == 0, out.stderr
     meta = json.loads((tmp_path / "exported" / "meta.json").read_text())
     assert meta["format"] == "onnx" and meta["require_mask_confidence"] is False  # a v1 model: v1's panoptic rule
+    assert meta["deform_attn"] == "grid-sample"
     assert load_exported(tmp_path / "exported")(random_image((80, 100)))["sem_seg"].shape == (5, 80, 100)

@@ -1,8 +1,10 @@
-"""Multi-scale deformable attention: the dispatch (CPU, always run), the fused CPU operator against the PyTorch
-reference (skipped without a built ``mask_former._C_cpu``) and the CUDA kernel against it (skipped without a
-GPU and a built ``mask_former._C``)."""
+"""Multi-scale deformable attention: the dispatch and the self-check (CPU, always run), the fused CPU operator
+against the PyTorch reference (skipped without a built ``mask_former._C_cpu``) and the CUDA kernel against it
+(skipped without a GPU and a built ``mask_former._C``). The Triton kernel: tests/test_ms_deform_attn_triton.py;
+the gather form of export: tests/test_ms_deform_attn_gather.py."""
 import functools
 import logging
+import re
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 import mask_former.ops as ops
 from mask_former.ops import (
     IMPLEMENTATION_ENV,
+    SELF_CHECK_ENV,
     choose_implementation,
     is_deterministic,
     ms_deform_attn,
@@ -18,7 +21,7 @@ from mask_former.ops import (
     ms_deform_attn_pytorch,
     set_deterministic,
 )
-from mask_former.ops.ms_deform_attn_func import CPU_EXTENSION, load_extension
+from mask_former.ops.ms_deform_attn_func import CPU_EXTENSION, EXTENSION, load_extension
 
 KERNEL_READY = torch.cuda.is_available() and load_extension() is not None
 requires_kernel = pytest.mark.skipif(not KERNEL_READY, reason="needs a CUDA GPU and the built extension mask_former._C")
@@ -102,9 +105,12 @@ def assert_close_relative(actual, expected, tolerance, name=""):
 @pytest.fixture(autouse=True)
 def fresh_dispatch_state(monkeypatch):
     monkeypatch.delenv(IMPLEMENTATION_ENV, raising=False)
+    monkeypatch.delenv(SELF_CHECK_ENV, raising=False)
     ops._log_choice.cache_clear()
+    ops.kernel_self_check.cache_clear()
     yield
     set_deterministic(False)
+    ops.kernel_self_check.cache_clear()
 
 
 # CPU: the dispatch.
@@ -122,7 +128,9 @@ NOT_BUILT = "the extension mask_former._C_cpu is not built (pip install -e . wit
 @requires_cpu_op
 def test_cpu_inputs_use_the_fused_op():
     inputs = make_inputs(ODD_LEVELS)
-    assert choose_implementation(inputs[0]) == ("cpu", "CPU inputs and mask_former._C_cpu is built")
+    assert choose_implementation(inputs[0]) == (
+        "cpu", "CPU inputs and mask_former._C_cpu is built; self-checked against the reference"
+    )
     assert torch.equal(ms_deform_attn(*inputs), ms_deform_attn_cpu(*inputs))
 
 
@@ -154,8 +162,10 @@ class CudaLikeValue:
 
 
 def gpu_without_kernel_image(monkeypatch):
+    """A GPU that the built mask_former._C has no code for, and no Triton."""
     ops.cuda_kernel_image_problem.cache_clear()
     monkeypatch.setattr(ops, "load_extension", lambda name: object())
+    monkeypatch.setattr(ops, "triton_interpreted", lambda: None)
 
     def probe(device):
         raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
@@ -225,9 +235,153 @@ def test_env_cuda_on_cpu_inputs_is_an_error(monkeypatch):
 
 
 def test_env_unknown_value_is_an_error(monkeypatch):
-    monkeypatch.setenv(IMPLEMENTATION_ENV, "triton")
+    monkeypatch.setenv(IMPLEMENTATION_ENV, "tpu")
     with pytest.raises(ValueError, match=IMPLEMENTATION_ENV):
         ms_deform_attn(*make_inputs(ODD_LEVELS))
+
+
+CUDA_NOT_BUILT = "the extension mask_former._C is not built (FORCE_CUDA=1 pip install -e .)"
+NOT_CHECKED = f"not self-checked ({SELF_CHECK_ENV}=0)"
+
+
+def gpu_without_cuda_extension(monkeypatch, triton_installed=True):
+    """Dispatch as on a GPU machine where mask_former._C is not built; no self-check (there is no GPU here)."""
+    real = ops.load_extension
+    monkeypatch.setattr(ops, "load_extension", lambda name: None if name == EXTENSION else real(name))
+    monkeypatch.setattr(ops, "triton_interpreted", lambda: False if triton_installed else None)
+    monkeypatch.setenv(SELF_CHECK_ENV, "0")
+
+
+def test_cuda_inputs_without_the_extension_use_triton(monkeypatch):
+    gpu_without_cuda_extension(monkeypatch)
+    assert choose_implementation(CudaLikeValue()) == (
+        "triton", f"{CUDA_NOT_BUILT}; Triton compiles its kernel on first use; {NOT_CHECKED}"
+    )
+
+
+def test_cuda_inputs_without_kernel_image_use_triton(monkeypatch):
+    gpu_without_kernel_image(monkeypatch)
+    monkeypatch.setattr(ops, "triton_interpreted", lambda: False)
+    monkeypatch.setenv(SELF_CHECK_ENV, "0")
+    name, reason = choose_implementation(CudaLikeValue())
+    ops.cuda_kernel_image_problem.cache_clear()
+    assert name == "triton"
+    assert "no kernel image for A GPU from the future" in reason and "Triton compiles" in reason
+
+
+def test_cuda_inputs_without_extension_nor_triton_use_the_reference(monkeypatch):
+    gpu_without_cuda_extension(monkeypatch, triton_installed=False)
+    assert choose_implementation(CudaLikeValue()) == (
+        "pytorch", f"{CUDA_NOT_BUILT}; Triton is not installed (it comes with torch's CUDA builds)"
+    )
+
+
+def test_deterministic_training_does_not_use_triton(monkeypatch):
+    """Triton's value gradient is summed by atomics: in deterministic mode it runs only where no gradient flows."""
+    gpu_without_cuda_extension(monkeypatch)
+    set_deterministic(True)
+    training, inference = CudaLikeValue(), CudaLikeValue()
+    training.requires_grad, inference.requires_grad = True, False
+    name, reason = choose_implementation(training)
+    assert name == "pytorch" and "deterministic mode is on and the Triton kernel sums" in reason
+    assert choose_implementation(inference)[0] == "triton"
+    with torch.no_grad():
+        assert choose_implementation(training)[0] == "triton"
+
+
+def test_env_triton_on_cpu_inputs_outside_the_interpreter_is_an_error(monkeypatch):
+    monkeypatch.setattr(ops, "triton_interpreted", lambda: False)
+    monkeypatch.setenv(IMPLEMENTATION_ENV, "triton")
+    with pytest.raises(RuntimeError, match="triton but the inputs are on cpu .*TRITON_INTERPRET=1"):
+        ms_deform_attn(*make_inputs(ODD_LEVELS))
+
+
+# CPU: the self-check, on a kernel that claims to be the fused CPU operator.
+
+
+def swapped_xy(value, shapes, starts, locations, weights):
+    """A wrong kernel: x and y swapped (a classic)."""
+    return ms_deform_attn_pytorch(value, shapes, starts, locations.flip(-1), weights)
+
+
+def wrong_value_gradient(value, shapes, starts, locations, weights):
+    """A kernel whose forward is right and whose value gradient is 1.5 times too large."""
+    value = value + 0.5 * (value - value.detach())
+    return ms_deform_attn_pytorch(value, shapes, starts, locations, weights)
+
+
+def failing(*inputs):
+    raise RuntimeError("Failed to find C compiler")
+
+
+def cpu_kernel_is(monkeypatch, kernel):
+    """The implementation table's CPU kernel replaced by ``kernel``, dispatched as if mask_former._C_cpu were built."""
+    real = ops.load_extension
+    monkeypatch.setattr(ops, "load_extension", lambda name: object() if name == CPU_EXTENSION else real(name))
+    monkeypatch.setitem(ops.IMPLEMENTATIONS, "cpu", kernel)
+
+
+@pytest.mark.parametrize(
+    "kernel, message",
+    [
+        (swapped_xy, r"differs from the PyTorch reference \(.*output [0-9.e+-]+, .*tolerance 1e-04"),
+        (wrong_value_gradient, r"differs from the PyTorch reference \(.*grad_value 5\.0+e-01"),
+        (failing, r"failed its self-check \(RuntimeError: Failed to find C compiler\)"),
+    ],
+)
+def test_a_wrong_kernel_is_replaced_by_the_reference_and_logged_once(monkeypatch, logs, kernel, message):
+    cpu_kernel_is(monkeypatch, kernel)
+    inputs = make_inputs(ODD_LEVELS)
+    grad_output = random_grad_output(inputs[0], inputs[3])
+    expected = forward_backward(ms_deform_attn_pytorch, *inputs, grad_output)
+    for _ in range(3):
+        results = forward_backward(ms_deform_attn, *inputs, grad_output)
+        assert all(torch.equal(a, b) for a, b in zip(results, expected))
+    errors = [record for record in logs.records if record.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].getMessage().startswith("ms_deform_attn: the cpu kernel on cpu float32 ")
+    assert re.search(message, errors[0].getMessage())
+    assert f"{SELF_CHECK_ENV}=0 skips the check" in errors[0].getMessage()
+    name, reason = choose_implementation(inputs[0])
+    assert name == "pytorch" and re.search(message, reason)
+
+
+def test_the_self_check_is_per_dtype(monkeypatch, logs):
+    cpu_kernel_is(monkeypatch, swapped_xy)
+    for dtype, channels in [(torch.float32, 8), (torch.float64, 8), (torch.float32, 3), (torch.bfloat16, 8)]:
+        ms_deform_attn(*make_inputs(ODD_LEVELS, channels=channels, dtype=dtype))
+    errors = [record.getMessage() for record in logs.records if record.levelno == logging.ERROR]
+    assert [message.split(" differs")[0] for message in errors] == [
+        f"ms_deform_attn: the cpu kernel on cpu {dtype}" for dtype in ("float32", "float64", "bfloat16")
+    ]
+
+
+def test_the_self_check_can_be_turned_off(monkeypatch, logs):
+    cpu_kernel_is(monkeypatch, swapped_xy)
+    monkeypatch.setenv(SELF_CHECK_ENV, "0")
+    inputs = make_inputs(ODD_LEVELS)
+    assert choose_implementation(inputs[0]) == ("cpu", f"CPU inputs and mask_former._C_cpu is built; {NOT_CHECKED}")
+    assert torch.equal(ms_deform_attn(*inputs), swapped_xy(*inputs))
+    assert not logs.records
+
+
+def test_a_right_kernel_passes_the_self_check_in_any_mode_without_drawing_random_numbers(monkeypatch, logs):
+    """Checked inside inference mode and autocast (as in a predictor), with the global random state untouched."""
+    calls = []
+
+    def right(*inputs):
+        calls.append(torch.is_grad_enabled())
+        return ms_deform_attn_pytorch(*inputs)
+
+    cpu_kernel_is(monkeypatch, right)
+    inputs = make_inputs(ODD_LEVELS)
+    state = torch.random.get_rng_state()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        output = ms_deform_attn(*inputs)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert calls == [True, False]  # the self-check (with gradients), then the call itself
+    assert torch.equal(output, ms_deform_attn_pytorch(*inputs))
+    assert not logs.records
 
 
 class RecordingHandler(logging.Handler):

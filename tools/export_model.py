@@ -5,11 +5,14 @@ Export a MaskFormer / Mask2Former model, post-processing included, for deploymen
 Usage::
 
     python tools/export_model.py --config-file CONFIG --format {onnx,torch-export} --output DIR \
-        [--allow-random-weights] MODEL.WEIGHTS model_final.pth [KEY VALUE ...]
+        [--allow-random-weights] [--deform-attn {gather,grid-sample}] MODEL.WEIGHTS model_final.pth [KEY VALUE ...]
 
 writes ``DIR/model.onnx`` (or ``DIR/model.pt2``, a torch.export ExportedProgram) and
 ``DIR/meta.json``; run it with ``mask_former.export.load_exported(DIR)``. MODEL.WEIGHTS must
 initialize every parameter, as at evaluation; ``--allow-random-weights`` exports an untrained model.
+The deformable attention is exported with Gather and arithmetic (``--deform-attn gather``, default: no
+GridSample, which TensorRT mis-builds) or as GridSample (``--deform-attn grid-sample``); both give the same
+outputs.
 """
 import argparse
 import logging
@@ -23,6 +26,7 @@ from mask_former.checkpoint import MaskFormerCheckpointer, add_random_weights_fl
 from mask_former.config import build_config
 from mask_former.export.exporter import export_model
 from mask_former.export.runtime import MODEL_FILES
+from mask_former.ops import EXPORT_FORMS
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -31,6 +35,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", required=True, choices=sorted(MODEL_FILES))
     parser.add_argument("--output", required=True, metavar="DIR")
     add_random_weights_flag(parser)
+    parser.add_argument("--deform-attn", default="gather", choices=sorted(EXPORT_FORMS),
+                        help="form of the deformable attention in the graph (default: gather, no GridSample)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (MODEL.WEIGHTS ...)")
     return parser
 
@@ -45,7 +51,7 @@ def main(argv=None) -> int:
         cfg.MODEL.DEVICE = "cpu"
         model = build_model(cfg).eval()
         MaskFormerCheckpointer.from_config(cfg, model, for_inference=True).load(cfg.MODEL.WEIGHTS)
-        path = export_model(model, cfg, args.format, args.output)
+        path = export_model(model, cfg, args.format, args.output, deform_attn=args.deform_attn)
     except ValueError as error:  # ConfigError, CheckpointError and the exporter's errors are ValueErrors
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from ..compat import size_oblivious_export
 from ..modeling.fast_paths.kept_queries import panoptic_stage
 from ..modeling.padding import padding_to_multiple
 from ..modeling.postprocessing import instance_tensors, semantic_inference
+from ..ops import EXPORT_FORMS, export_form
 from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
 
 logger = logging.getLogger(__name__)
@@ -151,10 +152,14 @@ EXPORTERS = {"onnx": export_onnx, "torch-export": export_torch}
 """``format -> exporter(wrapper, example image, output path)``."""
 
 
-def export_model(model, cfg, export_format: str, output_dir) -> Path:
-    """Write ``model.onnx`` or ``model.pt2`` and ``meta.json`` into ``output_dir``; returns the model file."""
+def export_model(model, cfg, export_format: str, output_dir, deform_attn: str = "gather") -> Path:
+    """Write ``model.onnx`` or ``model.pt2`` and ``meta.json`` into ``output_dir``; returns the model file.
+    ``deform_attn`` (a key of :data:`mask_former.ops.EXPORT_FORMS`) is the form of the deformable attention in
+    the graph: ``gather`` (Gather and arithmetic) or ``grid-sample`` (GridSample)."""
     if export_format not in MODEL_FILES:
         raise ValueError(f"--format {export_format!r} is not supported: use one of {sorted(MODEL_FILES)}")
+    if deform_attn not in EXPORT_FORMS:
+        raise ValueError(f"--deform-attn {deform_attn!r} is not supported: use one of {sorted(EXPORT_FORMS)}")
     wrapper = ExportableMaskFormer(model.eval())
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -162,8 +167,9 @@ def export_model(model, cfg, export_format: str, output_dir) -> Path:
     image = example_image(cfg)
     start = time.perf_counter()
     logger.info("exporting to %s ...", path)
-    with torch.no_grad():
+    with torch.no_grad(), export_form(deform_attn):
         EXPORTERS[export_format](wrapper, image, path)
     logger.info("exported in %.1f s", time.perf_counter() - start)
-    (output_dir / META_FILE).write_text(json.dumps(meta_for(wrapper, cfg, export_format), indent=2))
+    meta = {**meta_for(wrapper, cfg, export_format), "deform_attn": deform_attn}  # for the record: both forms run alike
+    (output_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return path

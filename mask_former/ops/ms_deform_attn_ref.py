@@ -4,7 +4,6 @@ from typing import List, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-
 SpatialShapes = Union[torch.Tensor, Sequence[Tuple[int, int]]]
 
 
