@@ -8,7 +8,7 @@ namespace mask_former {
 
 // grad_value accumulates with atomics in the accumulation type (float32 for half types, then cast).
 at::Tensor backward_with_atomics(const BackwardArgs& args) {
-  const at::Tensor& value = args.value;
+  const at::Tensor& value = args.inputs.value;
   at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(at::toOpMathType(value.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::ScalarType::Half, at::ScalarType::BFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {
@@ -22,27 +22,17 @@ at::Tensor backward_with_atomics(const BackwardArgs& args) {
   return grad_value.to(value.scalar_type());
 }
 
-std::vector<at::Tensor> ms_deform_attn_backward_cuda(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights,
-    const at::Tensor& grad_output,
-    bool deterministic) {
-  const c10::cuda::CUDAGuard device_guard(value.device());
+std::vector<at::Tensor> ms_deform_attn_backward_cuda(const Inputs& inputs, const at::Tensor& grad_output,
+                                                     bool deterministic) {
+  const c10::cuda::CUDAGuard device_guard(inputs.value.device());
   BackwardArgs args{
-      value.contiguous(),
-      spatial_shapes.contiguous(),
-      level_start_index.contiguous(),
-      sampling_locations.contiguous(),
-      attention_weights.contiguous(),
+      inputs.contiguous(),
       grad_output.contiguous(),
-      at::empty(sampling_locations.sizes(), sampling_locations.options()),
-      at::empty(attention_weights.sizes(), attention_weights.options()),
-      dims_of(value, sampling_locations)};
+      at::empty(inputs.sampling_locations.sizes(), inputs.sampling_locations.options()),
+      at::empty(inputs.attention_weights.sizes(), inputs.attention_weights.options()),
+      inputs.dims()};
   if (args.dims.groups() == 0 || args.dims.channels == 0) {
-    return {at::zeros_like(value), args.grad_sampling_locations.zero_(), args.grad_attention_weights.zero_()};
+    return {at::zeros_like(inputs.value), args.grad_sampling_locations.zero_(), args.grad_attention_weights.zero_()};
   }
   at::Tensor grad_value = deterministic ? backward_deterministic(args) : backward_with_atomics(args);
   return {grad_value, args.grad_sampling_locations, args.grad_attention_weights};

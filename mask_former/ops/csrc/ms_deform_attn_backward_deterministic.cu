@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gather_grad_value_kernel(
 }  // namespace
 
 at::Tensor backward_deterministic(const BackwardArgs& args) {
-  const at::Tensor& value = args.value;
+  const at::Tensor& value = args.inputs.value;
   const Dims& dims = args.dims;
   const int64_t rows = dims.batch * dims.spatial * dims.heads;
   TORCH_CHECK(rows < kNoRow, "ms_deform_attn: deterministic backward supports fewer than 2^31 - 1 rows of value "
@@ -59,7 +59,7 @@ at::Tensor backward_deterministic(const BackwardArgs& args) {
   const int64_t records_per_group = dims.samples_per_group() * kCorners;
   const int64_t records = dims.groups() * records_per_group;
   at::Tensor record_rows = at::empty({records}, value.options().dtype(at::kInt));
-  at::Tensor record_coefficients = at::empty({records}, args.sampling_locations.options());
+  at::Tensor record_coefficients = at::empty({records}, args.inputs.sampling_locations.options());
   at::Tensor grad_value = at::empty_like(value);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::ScalarType::Half, at::ScalarType::BFloat16, value.scalar_type(), "ms_deform_attn_backward_cuda", [&] {

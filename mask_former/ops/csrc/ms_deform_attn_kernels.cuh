@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "ms_deform_attn_inputs.h"
+
 namespace mask_former {
 
 constexpr int kThreadsPerBlock = 256;
@@ -23,19 +25,6 @@ constexpr int kPackBytes = 16;
 constexpr int kCorners = 4;
 // Row of a deterministic-backward record whose corner reads nothing: sorts after every real row.
 constexpr int32_t kNoRow = std::numeric_limits<int32_t>::max();
-
-// The sizes of one call.
-struct Dims {
-  int64_t batch, spatial, heads, channels, queries, levels, points;
-
-  __host__ __device__ int64_t groups() const { return batch * queries * heads; }
-  __host__ __device__ int64_t samples_per_group() const { return levels * points; }
-};
-
-inline Dims dims_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
-  return {value.size(0), value.size(1), value.size(2), value.size(3),
-          sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
-}
 
 inline unsigned int blocks_for(int64_t threads) {
   const int64_t blocks = (threads + kThreadsPerBlock - 1) / kThreadsPerBlock;
@@ -176,14 +165,20 @@ struct BilinearSample {
   acc_t weight_dx[kCorners];  // d weight / d x, x in pixels
 };
 
-// Fills `sample` for the location (loc_x, loc_y) in [0, 1] of a height x width level starting at
-// `level_start` in S. Returns false when no corner is inside the map: the point then reads zero and has
-// zero gradients.
+__device__ __forceinline__ Level level_of(const int64_t* spatial_shapes, const int64_t* level_start_index,
+                                          int64_t level) {
+  return {spatial_shapes[2 * level], spatial_shapes[2 * level + 1], level_start_index[level]};
+}
+
+// Fills `sample` for the location (x, y) = (location[0], location[1]) in [0, 1] of `level`. Returns false
+// when no corner is inside the map: the point then reads zero and has zero gradients.
 template <typename acc_t>
-__device__ __forceinline__ bool bilinear_sample(
-    acc_t loc_x, acc_t loc_y, int64_t height, int64_t width, int64_t level_start, BilinearSample<acc_t>& sample) {
-  const acc_t y = loc_y * static_cast<acc_t>(height) - acc_t(0.5);
-  const acc_t x = loc_x * static_cast<acc_t>(width) - acc_t(0.5);
+__device__ __forceinline__ bool bilinear_sample(const acc_t* location, const Level& level,
+                                                BilinearSample<acc_t>& sample) {
+  const int64_t height = level.height;
+  const int64_t width = level.width;
+  const acc_t y = location[1] * static_cast<acc_t>(height) - acc_t(0.5);
+  const acc_t x = location[0] * static_cast<acc_t>(width) - acc_t(0.5);
   // y == -1 (or x == -1) is kept: its far corners have weight 0 but a non-zero gradient, as in grid_sample.
   // The negated test also drops NaN locations.
   if (!(y >= acc_t(-1) && x >= acc_t(-1) && y < static_cast<acc_t>(height) && x < static_cast<acc_t>(width))) {
@@ -201,7 +196,7 @@ __device__ __forceinline__ bool bilinear_sample(
   const bool bottom_in = top + 1 < height;
   const bool left_in = left >= 0;
   const bool right_in = left + 1 < width;
-  const int64_t base = level_start + top * width + left;
+  const int64_t base = level.start + top * width + left;
   sample.pixel[0] = top_in && left_in ? base : -1;
   sample.pixel[1] = top_in && right_in ? base + 1 : -1;
   sample.pixel[2] = bottom_in && left_in ? base + width : -1;
@@ -223,9 +218,12 @@ __device__ __forceinline__ bool bilinear_sample(
 
 // Where a group's data starts.
 struct GroupOffsets {
-  int64_t value_row;  // row of (batch, pixel 0, head) in value seen as [N * S * M, D]; pixel s adds s * M
+  int64_t value_row;  // row of (batch, pixel 0, head) in value seen as [N * S * M, D]
   int64_t sample;  // first (level, point) of the group in attention_weights; sampling_locations: twice it
   int64_t output;  // first channel of the group in output and grad_output
+
+  // The row of (batch, pixel, head) in value seen as [N * S * M, D].
+  __device__ int64_t row_of(int64_t pixel, const Dims& dims) const { return value_row + pixel * dims.heads; }
 };
 
 __device__ __forceinline__ GroupOffsets group_offsets(int64_t group, const Dims& dims, int64_t channels) {
@@ -258,14 +256,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock) ms_deform_attn_forward_kerne
   for (int64_t channel = lane * CPL; channel < channels; channel += G * CPL) {
     acc_t sum[CPL] = {};
     int64_t sample = offsets.sample;
-    for (int64_t level = 0; level < dims.levels; ++level) {
-      const int64_t height = spatial_shapes[2 * level];
-      const int64_t width = spatial_shapes[2 * level + 1];
-      const int64_t level_start = level_start_index[level];
+    for (int64_t level_index = 0; level_index < dims.levels; ++level_index) {
+      const Level level = level_of(spatial_shapes, level_start_index, level_index);
       for (int64_t point = 0; point < dims.points; ++point, ++sample) {
         BilinearSample<acc_t> bilinear;
-        if (!bilinear_sample(sampling_locations[2 * sample], sampling_locations[2 * sample + 1], height, width,
-                             level_start, bilinear)) {
+        if (!bilinear_sample(sampling_locations + 2 * sample, level, bilinear)) {
           continue;
         }
         const acc_t attention = attention_weights[sample];
@@ -275,8 +270,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) ms_deform_attn_forward_kerne
             continue;
           }
           acc_t corner_value[CPL];
-          load_channels(value + (offsets.value_row + bilinear.pixel[corner] * dims.heads) * channels + channel,
-                        corner_value);
+          load_channels(value + offsets.row_of(bilinear.pixel[corner], dims) * channels + channel, corner_value);
           const acc_t scale = attention * bilinear.weight[corner];
 #pragma unroll
           for (int i = 0; i < CPL; ++i) {
@@ -322,14 +316,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock) ms_deform_attn_backward_kern
     load_channels(grad_output + offsets.output + lane * CPL, grad);
   }
   int64_t sample = offsets.sample;
-  for (int64_t level = 0; level < dims.levels; ++level) {
-    const int64_t height = spatial_shapes[2 * level];
-    const int64_t width = spatial_shapes[2 * level + 1];
-    const int64_t level_start = level_start_index[level];
+  for (int64_t level_index = 0; level_index < dims.levels; ++level_index) {
+    const Level level = level_of(spatial_shapes, level_start_index, level_index);
     for (int64_t point = 0; point < dims.points; ++point, ++sample) {
       BilinearSample<acc_t> bilinear;
-      const bool inside = active && bilinear_sample(sampling_locations[2 * sample], sampling_locations[2 * sample + 1],
-                                                    height, width, level_start, bilinear);
+      const bool inside = active && bilinear_sample(sampling_locations + 2 * sample, level, bilinear);
       const acc_t attention = attention_weights[sample];
       // d output / d (attention weight, y, x), summed over this lane's channels.
       acc_t grad_attention = 0;
@@ -345,7 +336,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) ms_deform_attn_backward_kern
             if (bilinear.pixel[corner] < 0) {
               continue;
             }
-            const int64_t element = (offsets.value_row + bilinear.pixel[corner] * dims.heads) * channels + channel;
+            const int64_t element = offsets.row_of(bilinear.pixel[corner], dims) * channels + channel;
             acc_t corner_value[CPL];
             load_channels(value + element, corner_value);
             acc_t dot = 0;
@@ -374,8 +365,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock) ms_deform_attn_backward_kern
       if (active && lane == 0) {
         // x = loc_x * width - 0.5, y = loc_y * height - 0.5.
         grad_attention_weights[sample] = grad_attention;
-        grad_sampling_locations[2 * sample] = attention * static_cast<acc_t>(width) * grad_x;
-        grad_sampling_locations[2 * sample + 1] = attention * static_cast<acc_t>(height) * grad_y;
+        grad_sampling_locations[2 * sample] = attention * static_cast<acc_t>(level.width) * grad_x;
+        grad_sampling_locations[2 * sample + 1] = attention * static_cast<acc_t>(level.height) * grad_y;
       }
       if constexpr (DETERMINISTIC) {
 #pragma unroll
@@ -383,8 +374,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) ms_deform_attn_backward_kern
           if (active && lane == corner % G) {
             const bool reads = inside && bilinear.pixel[corner] >= 0;
             const int64_t record = kCorners * sample + corner;
-            record_rows[record] = reads ? static_cast<int32_t>(offsets.value_row + bilinear.pixel[corner] * dims.heads)
-                                        : kNoRow;
+            record_rows[record] = reads ? static_cast<int32_t>(offsets.row_of(bilinear.pixel[corner], dims)) : kNoRow;
             record_coefficients[record] = reads ? attention * bilinear.weight[corner] : acc_t(0);
           }
         }
@@ -393,9 +383,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock) ms_deform_attn_backward_kern
   }
 }
 
-// The backward of one call: contiguous inputs and the location and weight gradients to fill.
+// The backward of one call: contiguous inputs and grad_output, and the location and weight gradients to fill.
 struct BackwardArgs {
-  at::Tensor value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output;
+  Inputs inputs;
+  at::Tensor grad_output;
   at::Tensor grad_sampling_locations, grad_attention_weights;
   Dims dims;
 };
@@ -409,11 +400,11 @@ void launch_backward_kernel(
   using acc_t = at::opmath_type<scalar_t>;
   ms_deform_attn_backward_kernel<scalar_t, Layout, DETERMINISTIC>
       <<<blocks_for(args.dims.groups() * Layout::G), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          args.value.data_ptr<scalar_t>(),
-          args.spatial_shapes.data_ptr<int64_t>(),
-          args.level_start_index.data_ptr<int64_t>(),
-          args.sampling_locations.data_ptr<acc_t>(),
-          args.attention_weights.data_ptr<acc_t>(),
+          args.inputs.value.data_ptr<scalar_t>(),
+          args.inputs.spatial_shapes.data_ptr<int64_t>(),
+          args.inputs.level_start_index.data_ptr<int64_t>(),
+          args.inputs.sampling_locations.data_ptr<acc_t>(),
+          args.inputs.attention_weights.data_ptr<acc_t>(),
           args.grad_output.data_ptr<scalar_t>(),
           grad_value,
           args.grad_sampling_locations.data_ptr<acc_t>(),

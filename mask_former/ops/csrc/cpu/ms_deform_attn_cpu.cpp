@@ -2,7 +2,7 @@
 // pass each, sampling, weighting and accumulating every point's four bilinear corners straight into the
 // output (or the gradients) without materializing the sampled values.
 //
-// Shapes as in ../ms_deform_attn.h. Sampling is grid_sample(bilinear, zeros, align_corners=False): pixel
+// Inputs and shapes as in ../ms_deform_attn_inputs.h. Sampling is grid_sample(bilinear, zeros, align_corners=False): pixel
 // x = loc_x * W - 0.5, corners outside the map read zero.
 //
 // Threads (at::parallel_for, so torch.get_num_threads() applies): the forward splits the (batch, query)
@@ -19,7 +19,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "ms_deform_attn_checks.h"
+#include "ms_deform_attn_bindings.h"
 
 // float, bfloat16 and float16 (the types of float32 and autocast inference; both half types accumulate in
 // float32) are compiled once per x86-64 level (AVX-512, AVX2 + FMA, baseline) and the loader picks the best
@@ -43,15 +43,6 @@ namespace {
 
 constexpr int kCorners = 4;
 
-struct Dims {
-  int64_t batch, spatial, heads, channels, queries, levels, points;
-};
-
-Dims dims_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
-  return {value.size(0), value.size(1), value.size(2), value.size(3),
-          sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
-}
-
 // The corners of one sampling point that fall inside its map: their pixel index in the level, bilinear
 // weight, and the weight's derivatives along the pixel x and y.
 template <typename acc_t>
@@ -63,11 +54,14 @@ struct Corners {
   acc_t d_weight_dy[kCorners];
 };
 
+// `location` points to (x, y) in [0, 1].
 template <typename acc_t>
-MASK_FORMER_ALWAYS_INLINE inline Corners<acc_t> corners_of(acc_t loc_x, acc_t loc_y, int64_t height, int64_t width) {
+MASK_FORMER_ALWAYS_INLINE inline Corners<acc_t> corners_of(const acc_t* location, const Level& level) {
+  const int64_t height = level.height;
+  const int64_t width = level.width;
   Corners<acc_t> corners;
-  const acc_t x = loc_x * static_cast<acc_t>(width) - acc_t(0.5);
-  const acc_t y = loc_y * static_cast<acc_t>(height) - acc_t(0.5);
+  const acc_t x = location[0] * static_cast<acc_t>(width) - acc_t(0.5);
+  const acc_t y = location[1] * static_cast<acc_t>(height) - acc_t(0.5);
   // Beyond [-1, W] x [-1, H] every corner is outside. A point on x = -1 keeps its inside corner, of weight 0
   // but with a location gradient, as in grid_sample. Written so that NaN locations read nothing.
   if (!(x >= acc_t(-1) && y >= acc_t(-1) && x <= static_cast<acc_t>(width) && y <= static_cast<acc_t>(height))) {
@@ -98,46 +92,58 @@ MASK_FORMER_ALWAYS_INLINE inline Corners<acc_t> corners_of(acc_t loc_x, acc_t lo
   return corners;
 }
 
-// Per-level sizes, read once per call.
-struct Level {
-  int64_t height, width, start;
+// The inputs as the passes read them: contiguous, with their sizes and the levels' (read once per call,
+// checked to fit in value).
+struct Operands {
+  Inputs inputs;
+  Dims dims;
+  std::vector<Level> levels;
 };
 
-std::vector<Level> levels_of(const at::Tensor& spatial_shapes, const at::Tensor& level_start_index) {
-  const at::Tensor shapes = spatial_shapes.contiguous();
-  const at::Tensor starts = level_start_index.contiguous();
-  const int64_t* shape = shapes.data_ptr<int64_t>();
-  const int64_t* start = starts.data_ptr<int64_t>();
-  std::vector<Level> levels(shapes.size(0));
-  for (size_t l = 0; l < levels.size(); ++l) {
-    levels[l] = {shape[2 * l], shape[2 * l + 1], start[l]};
-  }
-  return levels;
-}
-
-void check_levels_fit(const std::vector<Level>& levels, int64_t spatial) {
-  for (size_t l = 0; l < levels.size(); ++l) {
-    const Level& level = levels[l];
+Operands operands_of(const Inputs& inputs) {
+  Operands operands{inputs.contiguous(), inputs.dims(), {}};
+  const int64_t* shape = operands.inputs.spatial_shapes.data_ptr<int64_t>();
+  const int64_t* start = operands.inputs.level_start_index.data_ptr<int64_t>();
+  operands.levels.resize(operands.inputs.spatial_shapes.size(0));
+  for (size_t l = 0; l < operands.levels.size(); ++l) {
+    const Level level{shape[2 * l], shape[2 * l + 1], start[l]};
     TORCH_CHECK(level.height >= 0 && level.width >= 0 && level.start >= 0 &&
-                    level.start + level.height * level.width <= spatial,
+                    level.start + level.height * level.width <= operands.dims.spatial,
                 "ms_deform_attn: level ", l, " (H=", level.height, ", W=", level.width, ", start=", level.start,
-                ") does not fit in value's S=", spatial);
+                ") does not fit in value's S=", operands.dims.spatial);
+    operands.levels[l] = level;
   }
+  return operands;
 }
 
+// What a pass reads and writes: the forward writes `output`, the backward reads `grad_output` and writes
+// the three gradients (the other pass's pointers are null).
 template <typename scalar_t>
-struct ForwardArgs {
+struct Args {
+  using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* value;
   const std::vector<Level>& levels;
-  const at::opmath_type<scalar_t>* locations;
-  const at::opmath_type<scalar_t>* weights;
-  scalar_t* output;
+  const acc_t* locations;
+  const acc_t* weights;
   const Dims& d;
+  scalar_t* output;
+  const scalar_t* grad_output;
+  acc_t* grad_value;
+  acc_t* grad_locations;
+  acc_t* grad_weights;
 };
+
+template <typename scalar_t>
+Args<scalar_t> args_of(const Operands& operands) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Inputs& in = operands.inputs;
+  return {in.value.data_ptr<scalar_t>(), operands.levels, in.sampling_locations.data_ptr<acc_t>(),
+          in.attention_weights.data_ptr<acc_t>(), operands.dims, nullptr, nullptr, nullptr, nullptr, nullptr};
+}
 
 // The (batch, query) pairs [begin, end).
 template <typename scalar_t>
-MASK_FORMER_ALWAYS_INLINE inline void forward_range(int64_t begin, int64_t end, const ForwardArgs<scalar_t>& a) {
+MASK_FORMER_ALWAYS_INLINE inline void forward_range(int64_t begin, int64_t end, const Args<scalar_t>& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const Dims& d = a.d;
   const int64_t pixel_stride = d.heads * d.channels;
@@ -153,7 +159,7 @@ MASK_FORMER_ALWAYS_INLINE inline void forward_range(int64_t begin, int64_t end, 
         const scalar_t* level_value = a.value + (n * d.spatial + level.start) * pixel_stride + m * d.channels;
         for (int64_t p = 0; p < d.points; ++p) {
           const int64_t s = sample + l * d.points + p;
-          const auto corners = corners_of(a.locations[2 * s], a.locations[2 * s + 1], level.height, level.width);
+          const auto corners = corners_of(a.locations + 2 * s, level);
           for (int c = 0; c < corners.count; ++c) {
             const acc_t w = a.weights[s] * corners.weight[c];
             const scalar_t* v = level_value + corners.pixel[c] * pixel_stride;
@@ -169,34 +175,6 @@ MASK_FORMER_ALWAYS_INLINE inline void forward_range(int64_t begin, int64_t end, 
       }
     }
   }
-}
-
-// The types with per-ISA clones of the range functions (overloads, one per type).
-template <typename scalar_t>
-constexpr bool kHasIsaClones =
-    std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, at::BFloat16> || std::is_same_v<scalar_t, at::Half>;
-
-MASK_FORMER_ISA_CLONES void forward_range_cloned(int64_t begin, int64_t end, const ForwardArgs<float>& a) {
-  forward_range<float>(begin, end, a);
-}
-
-MASK_FORMER_ISA_CLONES void forward_range_cloned(int64_t begin, int64_t end, const ForwardArgs<at::BFloat16>& a) {
-  forward_range<at::BFloat16>(begin, end, a);
-}
-
-MASK_FORMER_ISA_CLONES void forward_range_cloned(int64_t begin, int64_t end, const ForwardArgs<at::Half>& a) {
-  forward_range<at::Half>(begin, end, a);
-}
-
-template <typename scalar_t>
-void forward_kernel(const ForwardArgs<scalar_t>& args) {
-  at::parallel_for(0, args.d.batch * args.d.queries, 1, [&](int64_t begin, int64_t end) {
-    if constexpr (kHasIsaClones<scalar_t>) {
-      forward_range_cloned(begin, end, args);
-    } else {
-      forward_range<scalar_t>(begin, end, args);
-    }
-  });
 }
 
 // sum_k a[k] * b[k] in kDotLanes independent partial sums, added up in a fixed order at the end: a single
@@ -222,22 +200,9 @@ MASK_FORMER_ALWAYS_INLINE inline acc_t dot_product(const acc_t* a, const scalar_
   return sum;
 }
 
-template <typename scalar_t>
-struct BackwardArgs {
-  const scalar_t* value;
-  const std::vector<Level>& levels;
-  const at::opmath_type<scalar_t>* locations;
-  const at::opmath_type<scalar_t>* weights;
-  const scalar_t* grad_output;
-  at::opmath_type<scalar_t>* grad_value;
-  at::opmath_type<scalar_t>* grad_locations;
-  at::opmath_type<scalar_t>* grad_weights;
-  const Dims& d;
-};
-
 // The (batch, head, level) triples [begin, end).
 template <typename scalar_t>
-MASK_FORMER_ALWAYS_INLINE inline void backward_range(int64_t begin, int64_t end, const BackwardArgs<scalar_t>& a) {
+MASK_FORMER_ALWAYS_INLINE inline void backward_range(int64_t begin, int64_t end, const Args<scalar_t>& a) {
   using acc_t = at::opmath_type<scalar_t>;
   const Dims& d = a.d;
   const int64_t pixel_stride = d.heads * d.channels;
@@ -259,7 +224,7 @@ MASK_FORMER_ALWAYS_INLINE inline void backward_range(int64_t begin, int64_t end,
       }
       for (int64_t p = 0; p < d.points; ++p) {
         const int64_t s = (nqm * d.levels + l) * d.points + p;
-        const auto corners = corners_of(a.locations[2 * s], a.locations[2 * s + 1], level.height, level.width);
+        const auto corners = corners_of(a.locations + 2 * s, level);
         const acc_t attention = a.weights[s];
         acc_t grad_weight = 0, grad_x = 0, grad_y = 0;
         for (int c = 0; c < corners.count; ++c) {
@@ -283,79 +248,79 @@ MASK_FORMER_ALWAYS_INLINE inline void backward_range(int64_t begin, int64_t end,
   }
 }
 
-MASK_FORMER_ISA_CLONES void backward_range_cloned(int64_t begin, int64_t end, const BackwardArgs<float>& a) {
-  backward_range<float>(begin, end, a);
-}
-
-MASK_FORMER_ISA_CLONES void backward_range_cloned(int64_t begin, int64_t end, const BackwardArgs<at::BFloat16>& a) {
-  backward_range<at::BFloat16>(begin, end, a);
-}
-
-MASK_FORMER_ISA_CLONES void backward_range_cloned(int64_t begin, int64_t end, const BackwardArgs<at::Half>& a) {
-  backward_range<at::Half>(begin, end, a);
-}
+enum class Pass { kForward, kBackward };
 
 template <typename scalar_t>
-void backward_kernel(const BackwardArgs<scalar_t>& args) {
-  at::parallel_for(0, args.d.batch * args.d.heads * args.d.levels, 1, [&](int64_t begin, int64_t end) {
+MASK_FORMER_ALWAYS_INLINE inline void pass_range(Pass pass, int64_t begin, int64_t end, const Args<scalar_t>& a) {
+  if (pass == Pass::kForward) {
+    forward_range<scalar_t>(begin, end, a);
+  } else {
+    backward_range<scalar_t>(begin, end, a);
+  }
+}
+
+// The types with per-ISA clones of pass_range (overloads, one per type).
+template <typename scalar_t>
+constexpr bool kHasIsaClones =
+    std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, at::BFloat16> || std::is_same_v<scalar_t, at::Half>;
+
+MASK_FORMER_ISA_CLONES void pass_range_cloned(Pass pass, int64_t begin, int64_t end, const Args<float>& a) {
+  pass_range<float>(pass, begin, end, a);
+}
+
+MASK_FORMER_ISA_CLONES void pass_range_cloned(Pass pass, int64_t begin, int64_t end, const Args<at::BFloat16>& a) {
+  pass_range<at::BFloat16>(pass, begin, end, a);
+}
+
+MASK_FORMER_ISA_CLONES void pass_range_cloned(Pass pass, int64_t begin, int64_t end, const Args<at::Half>& a) {
+  pass_range<at::Half>(pass, begin, end, a);
+}
+
+// Runs `pass` over its work items: (batch, query) pairs for the forward, (batch, head, level) triples for
+// the backward.
+template <typename scalar_t>
+void run_pass(Pass pass, const Args<scalar_t>& args) {
+  const Dims& d = args.d;
+  const int64_t items = pass == Pass::kForward ? d.batch * d.queries : d.batch * d.heads * d.levels;
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     if constexpr (kHasIsaClones<scalar_t>) {
-      backward_range_cloned(begin, end, args);
+      pass_range_cloned(pass, begin, end, args);
     } else {
-      backward_range<scalar_t>(begin, end, args);
+      pass_range<scalar_t>(pass, begin, end, args);
     }
   });
 }
 
-at::Tensor forward(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
-  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, at::kCPU);
-  const Dims dims = dims_of(value, sampling_locations);
-  const std::vector<Level> levels = levels_of(spatial_shapes, level_start_index);
-  check_levels_fit(levels, dims.spatial);
-  const at::Tensor value_c = value.contiguous();
-  const at::Tensor locations_c = sampling_locations.contiguous();
-  const at::Tensor weights_c = attention_weights.contiguous();
+at::Tensor forward(const Inputs& inputs) {
+  const Operands operands = operands_of(inputs);
+  const Dims& dims = operands.dims;
+  const at::Tensor& value = operands.inputs.value;
   at::Tensor output = at::empty({dims.batch, dims.queries, dims.heads * dims.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    forward_kernel<scalar_t>({value_c.data_ptr<scalar_t>(), levels, locations_c.data_ptr<acc_t>(),
-                              weights_c.data_ptr<acc_t>(), output.data_ptr<scalar_t>(), dims});
+    Args<scalar_t> args = args_of<scalar_t>(operands);
+    args.output = output.data_ptr<scalar_t>();
+    run_pass(Pass::kForward, args);
   });
   return output;
 }
 
 // `deterministic` is accepted for the CUDA binding's signature: the CPU backward always is.
-std::vector<at::Tensor> backward(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights,
-    const at::Tensor& grad_output,
-    bool /*deterministic*/) {
-  check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, at::kCPU);
-  check_grad_output(grad_output, value, sampling_locations);
-  const Dims dims = dims_of(value, sampling_locations);
-  const std::vector<Level> levels = levels_of(spatial_shapes, level_start_index);
-  check_levels_fit(levels, dims.spatial);
-  const at::Tensor value_c = value.contiguous();
-  const at::Tensor locations_c = sampling_locations.contiguous();
-  const at::Tensor weights_c = attention_weights.contiguous();
+std::vector<at::Tensor> backward(const Inputs& inputs, const at::Tensor& grad_output, bool /*deterministic*/) {
+  const Operands operands = operands_of(inputs);
+  const at::Tensor& value = operands.inputs.value;
   const at::Tensor grad_output_c = grad_output.contiguous();
   const auto accumulation = at::toOpMathType(value.scalar_type());
   at::Tensor grad_value = at::zeros(value.sizes(), value.options().dtype(accumulation));
-  at::Tensor grad_locations = at::empty(sampling_locations.sizes(), sampling_locations.options());
-  at::Tensor grad_weights = at::empty(attention_weights.sizes(), attention_weights.options());
+  at::Tensor grad_locations = at::empty(inputs.sampling_locations.sizes(), inputs.sampling_locations.options());
+  at::Tensor grad_weights = at::empty(inputs.attention_weights.sizes(), inputs.attention_weights.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    backward_kernel<scalar_t>({value_c.data_ptr<scalar_t>(), levels, locations_c.data_ptr<acc_t>(),
-                               weights_c.data_ptr<acc_t>(), grad_output_c.data_ptr<scalar_t>(),
-                               grad_value.data_ptr<acc_t>(), grad_locations.data_ptr<acc_t>(),
-                               grad_weights.data_ptr<acc_t>(), dims});
+    Args<scalar_t> args = args_of<scalar_t>(operands);
+    args.grad_output = grad_output_c.data_ptr<scalar_t>();
+    args.grad_value = grad_value.data_ptr<acc_t>();
+    args.grad_locations = grad_locations.data_ptr<acc_t>();
+    args.grad_weights = grad_weights.data_ptr<acc_t>();
+    run_pass(Pass::kBackward, args);
   });
   return {grad_value.to(value.scalar_type()), grad_locations, grad_weights};
 }
@@ -365,11 +330,5 @@ std::vector<at::Tensor> backward(
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mask_former CPU ops: multi-scale deformable attention";
-  m.def("ms_deform_attn_forward", &mask_former::forward, "Multi-scale deformable attention forward -> [N, Lq, M * D]",
-        py::arg("value"), py::arg("spatial_shapes"), py::arg("level_start_index"), py::arg("sampling_locations"),
-        py::arg("attention_weights"));
-  m.def("ms_deform_attn_backward", &mask_former::backward,
-        "Gradients [value, sampling_locations, attention_weights] of multi-scale deformable attention",
-        py::arg("value"), py::arg("spatial_shapes"), py::arg("level_start_index"), py::arg("sampling_locations"),
-        py::arg("attention_weights"), py::arg("grad_output"), py::arg("deterministic"));
+  mask_former::define_ms_deform_attn(m, at::kCPU, &mask_former::forward, &mask_former::backward);
 }
