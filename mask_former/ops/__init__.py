@@ -50,23 +50,14 @@ def is_deterministic() -> bool:
     return _deterministic or torch.are_deterministic_algorithms_enabled()
 
 
-def _cuda_kernel(value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights):
-    return ms_deform_attn_cuda(
-        value,
-        value_spatial_shapes,
-        value_level_start_index,
-        sampling_locations,
-        attention_weights,
-        deterministic=is_deterministic(),
-    )
+def _cuda_kernel(*inputs: torch.Tensor) -> torch.Tensor:
+    return ms_deform_attn_cuda(*inputs, deterministic=is_deterministic())
 
 
-def _triton_kernel(value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights):
+def _triton_kernel(*inputs: torch.Tensor) -> torch.Tensor:
     from .ms_deform_attn_triton import ms_deform_attn_triton  # imports triton: only where it runs
 
-    return ms_deform_attn_triton(
-        value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights
-    )
+    return ms_deform_attn_triton(*inputs)
 
 
 IMPLEMENTATIONS: Dict[str, Callable[..., torch.Tensor]] = {

@@ -43,29 +43,17 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class MSDeformAttnFunction(torch.autograd.Function):
-    """A kernel's forward and backward; ``extension`` is the compiled module that runs them. Saves only the
-    inputs: the backward resamples the values instead of keeping them. ``sampling_locations`` and
-    ``attention_weights`` must be in the accumulation dtype of ``value`` (see :func:`ms_deform_attn_cuda`)."""
+    """A kernel's forward and backward; ``extension`` is the compiled module that runs them, ``inputs`` the
+    arguments of :func:`ms_deform_attn_cuda` but ``deterministic``. Saves only the inputs: the backward
+    resamples the values instead of keeping them. ``sampling_locations`` and ``attention_weights`` must be in
+    the accumulation dtype of ``value``."""
 
     @staticmethod
-    def forward(
-        ctx,
-        extension: ModuleType,
-        value: torch.Tensor,
-        value_spatial_shapes: torch.Tensor,
-        value_level_start_index: torch.Tensor,
-        sampling_locations: torch.Tensor,
-        attention_weights: torch.Tensor,
-        deterministic: bool,
-    ) -> torch.Tensor:
+    def forward(ctx, extension: ModuleType, deterministic: bool, *inputs: torch.Tensor) -> torch.Tensor:
         ctx.extension = extension
         ctx.deterministic = deterministic
-        ctx.save_for_backward(
-            value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights
-        )
-        return extension.ms_deform_attn_forward(
-            value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights
-        )
+        ctx.save_for_backward(*inputs)
+        return extension.ms_deform_attn_forward(*inputs)
 
     @staticmethod
     @once_differentiable
@@ -73,27 +61,22 @@ class MSDeformAttnFunction(torch.autograd.Function):
         grad_value, grad_locations, grad_weights = ctx.extension.ms_deform_attn_backward(
             *ctx.saved_tensors, grad_output.contiguous(), ctx.deterministic
         )
-        return None, grad_value, None, None, grad_locations, grad_weights, None
+        return None, None, grad_value, None, None, grad_locations, grad_weights
 
 
-def _run_kernel(
-    name: str,
-    value: torch.Tensor,
-    value_spatial_shapes: torch.Tensor,
-    value_level_start_index: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-    deterministic: bool,
-) -> torch.Tensor:
+def _run_kernel(extension: str, deterministic: bool, *inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` as the arguments of :func:`ms_deform_attn_cuda`; the locations and weights are cast to the
+    accumulation dtype."""
+    value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights = inputs
     dtype = accumulation_dtype(value.dtype)
     return MSDeformAttnFunction.apply(
-        _extension(name),
+        _extension(extension),
+        deterministic,
         value,
         value_spatial_shapes,
         value_level_start_index,
         sampling_locations.to(dtype),
         attention_weights.to(dtype),
-        deterministic,
     )
 
 
@@ -117,33 +100,14 @@ def ms_deform_attn_cuda(
             gradients from run to run, at a cost in speed and memory.
     """
     return _run_kernel(
-        EXTENSION,
-        value,
-        value_spatial_shapes,
-        value_level_start_index,
-        sampling_locations,
+        EXTENSION, deterministic, value, value_spatial_shapes, value_level_start_index, sampling_locations,
         attention_weights,
-        deterministic,
     )
 
 
-def ms_deform_attn_cpu(
-    value: torch.Tensor,
-    value_spatial_shapes: torch.Tensor,
-    value_level_start_index: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
-    """Multi-scale deformable attention on the fused CPU operator (``mask_former._C_cpu``); shapes and dtypes
-    as in :func:`ms_deform_attn_cuda`. Samples, weights and accumulates in one pass without materializing the
-    sampled values, and saves only its inputs for the backward, which is always deterministic (each thread
-    owns a disjoint slice of the value gradient)."""
-    return _run_kernel(
-        CPU_EXTENSION,
-        value,
-        value_spatial_shapes,
-        value_level_start_index,
-        sampling_locations,
-        attention_weights,
-        deterministic=True,
-    )
+def ms_deform_attn_cpu(*inputs: torch.Tensor) -> torch.Tensor:
+    """Multi-scale deformable attention on the fused CPU operator (``mask_former._C_cpu``); the five tensor
+    arguments, shapes and dtypes of :func:`ms_deform_attn_cuda`. Samples, weights and accumulates in one pass
+    without materializing the sampled values, and saves only its inputs for the backward, which is always
+    deterministic (each thread owns a disjoint slice of the value gradient)."""
+    return _run_kernel(CPU_EXTENSION, True, *inputs)

@@ -184,18 +184,13 @@ class TritonMSDeformAttnFunction(torch.autograd.Function):
         return grad_value.to(value.dtype), None, None, grad_locations, grad_weights
 
 
-def ms_deform_attn_triton(
-    value: torch.Tensor,
-    value_spatial_shapes: torch.Tensor,
-    value_level_start_index: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
-    """Multi-scale deformable attention on the Triton kernels; shapes as in
+def ms_deform_attn_triton(*inputs: torch.Tensor) -> torch.Tensor:
+    """Multi-scale deformable attention on the Triton kernels; the five tensor arguments and shapes of
     :func:`~mask_former.ops.ms_deform_attn_ref.ms_deform_attn_pytorch`, dtypes as in
     :func:`~mask_former.ops.ms_deform_attn_func.ms_deform_attn_cuda` (float64, float32, float16, bfloat16
     values; locations and weights used in float32, float64 for float64 values; the value gradient is summed in
     that dtype with atomics, so it may differ in the last bits from run to run)."""
+    value, value_spatial_shapes, value_level_start_index, sampling_locations, attention_weights = inputs
     dtype = accumulation_dtype(value.dtype)
     return TritonMSDeformAttnFunction.apply(
         value.contiguous(),
