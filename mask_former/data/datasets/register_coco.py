@@ -63,28 +63,9 @@ def coco_panoptic_metadata() -> Dict:
     return panoptic_metadata(COCO_CATEGORIES)
 
 
-def _register_panoptic_without_sem_seg(
-    name: str,
-    metadata: Dict,
-    image_root: str,
-    panoptic_root: str,
-    panoptic_json: str,
-    instances_json: str,
-) -> None:
-    if name not in DatasetCatalog.list():
-        register_panoptic(
-            name,
-            metadata,
-            image_root=image_root,
-            panoptic_root=panoptic_root,
-            panoptic_json=panoptic_json,
-            sem_seg_root=None,
-            instances_json=instances_json,
-            evaluator_type="coco_panoptic_seg",
-        )
-        return
-    # detectron2's builtin split: keep its metadata but name only the things as thing classes
-    # (upstream does the same), and load it with our checking loader.
+def _adopt_builtin_panoptic(name: str, metadata: Dict, image_root: str, panoptic_root: str, panoptic_json: str) -> None:
+    """detectron2's builtin split `name`: keep its metadata but name only the things as thing classes
+    (upstream does the same), and load it with our checking loader."""
     existing = MetadataCatalog.get(name)
     for key in ("thing_classes", "thing_colors"):
         if hasattr(existing, key):
@@ -121,19 +102,18 @@ def register_coco_panoptic_annos_sem_seg(
         sem_seg_root: folder of semantic label PNGs named like the panoptic PNGs.
         instances_json: COCO instances json of the same images (for instance evaluation).
     """
-    _register_panoptic_without_sem_seg(
-        name, metadata, image_root, panoptic_root, panoptic_json, instances_json
-    )
-    register_panoptic(
-        name + "_with_sem_seg",
-        metadata,
+    files = dict(
         image_root=image_root,
         panoptic_root=panoptic_root,
         panoptic_json=panoptic_json,
-        sem_seg_root=sem_seg_root,
         instances_json=instances_json,
         evaluator_type="coco_panoptic_seg",
     )
+    if name in DatasetCatalog.list():
+        _adopt_builtin_panoptic(name, metadata, image_root, panoptic_root, panoptic_json)
+    else:
+        register_panoptic(name, metadata, sem_seg_root=None, **files)
+    register_panoptic(name + "_with_sem_seg", metadata, sem_seg_root=sem_seg_root, **files)
 
 
 def register_all_coco_panoptic_annos_sem_seg(root: str) -> None:
