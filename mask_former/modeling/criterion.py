@@ -1,4 +1,5 @@
 """Set criterion of MaskFormer / Mask2Former: losses of the matched predictions."""
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
@@ -21,6 +22,23 @@ __all__ = [
 ]
 
 Indices = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class LayerMatch:
+    """One decoder output matched to the targets: what each loss of `SetCriterion` reads.
+
+    Attributes:
+        outputs: "pred_logits" `(B, Q, K + 1)` and "pred_masks" `(B, Q, H, W)` (video: `(B, Q, T, H, W)`).
+        targets: B dicts with "labels" `(N_i,)` and float "masks" `(N_i, H_t, W_t)` (video: `(N_i, T, H_t, W_t)`).
+        indices: per image, `(query_indices, target_indices)` from the matcher.
+        num_masks: number of targets per worker, averaged over the workers, at least 1.
+    """
+
+    outputs: Dict[str, torch.Tensor]
+    targets: List[Dict[str, torch.Tensor]]
+    indices: Indices
+    num_masks: float
 
 
 def dice_loss_from_sums(
@@ -205,7 +223,7 @@ class SetCriterion(nn.Module):
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
 
-    def _loss_fns(self) -> Dict[str, Callable[..., Dict[str, torch.Tensor]]]:
+    def _loss_fns(self) -> Dict[str, Callable[[LayerMatch], Dict[str, torch.Tensor]]]:
         return {"labels": self.loss_labels, "masks": self.loss_masks}
 
     def forward(
@@ -239,43 +257,47 @@ class SetCriterion(nn.Module):
         self, outputs: Dict[str, object], targets: List[Dict[str, torch.Tensor]], num_masks: float
     ) -> Dict[str, torch.Tensor]:
         predictions = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        indices = self.matcher(predictions, targets)
+        match = LayerMatch(predictions, targets, self.matcher(predictions, targets), num_masks)
         losses = {}
         for name in self.losses:
-            losses.update(self._loss_fns()[name](predictions, targets, indices, num_masks))
+            losses.update(self._loss_fns()[name](match))
         return losses
 
-    def loss_labels(
-        self,
-        outputs: Dict[str, torch.Tensor],
-        targets: List[Dict[str, torch.Tensor]],
-        indices: Indices,
-        num_masks: float,
-    ) -> Dict[str, torch.Tensor]:
+    def loss_labels(self, match: LayerMatch) -> Dict[str, torch.Tensor]:
         """Cross-entropy `loss_ce` of the class logits; unmatched queries target class K."""
-        logits = outputs["pred_logits"].float()
+        indices = match.indices
+        logits = match.outputs["pred_logits"].float()
         target_classes = torch.full(
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
         )
-        matched_labels = [t["labels"][tgt] for t, (_, tgt) in zip(targets, indices)]
+        matched_labels = [t["labels"][tgt] for t, (_, tgt) in zip(match.targets, indices)]
         target_classes[_batch_and_query_indices(indices)] = torch.cat(matched_labels).to(
             logits.device
         )
         loss_ce = F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight)
         return {"loss_ce": loss_ce}
 
-    def loss_masks(
-        self,
-        outputs: Dict[str, torch.Tensor],
-        targets: List[Dict[str, torch.Tensor]],
-        indices: Indices,
-        num_masks: float,
-    ) -> Dict[str, torch.Tensor]:
-        """Point-sampled `loss_mask` (sigmoid BCE) and `loss_dice` of the matched masks (of each frame)."""
+    def loss_masks(self, match: LayerMatch) -> Dict[str, torch.Tensor]:
+        """`loss_mask` and `loss_dice` (see `mask_losses`) of the matched masks, summed and divided by
+        `num_masks`."""
+        pred_masks = match.outputs["pred_masks"][_batch_and_query_indices(match.indices)]
+        target_masks = pad_to_common_size([t["masks"].to(pred_masks) for t in match.targets])
+        target_masks = torch.cat([masks[tgt] for masks, (_, tgt) in zip(target_masks, match.indices)])
+        loss_mask, loss_dice = self.mask_losses(pred_masks, target_masks)
+        return {"loss_mask": loss_mask.sum() / match.num_masks, "loss_dice": loss_dice.sum() / match.num_masks}
+
+    def mask_losses(self, pred_masks: torch.Tensor, target_masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            pred_masks (`torch.Tensor` of shape `(M, H, W)`, video `(M, T, H, W)`): logits of the matched masks.
+            target_masks (`torch.Tensor` of shape `(M, H_t, W_t)`, video `(M, T, H_t, W_t)`): their targets.
+
+        Returns:
+            Sigmoid BCE and dice of each mask (of each frame), `(M,)` (video `(M * T,)`), on points drawn
+            with PointRend's uncertainty-based importance sampling.
+        """
         # [M, (T,) H, W] -> [M * T, 1, H, W]
-        pred_masks = outputs["pred_masks"][_batch_and_query_indices(indices)].flatten(0, -3)[:, None]
-        target_masks = pad_to_common_size([t["masks"].to(pred_masks) for t in targets])
-        target_masks = torch.cat([masks[tgt] for masks, (_, tgt) in zip(target_masks, indices)])
+        pred_masks = pred_masks.flatten(0, -3)[:, None]
         target_masks = target_masks.flatten(0, -3)[:, None]
         with torch.no_grad():
             coords = uncertain_point_coords(
@@ -283,10 +305,7 @@ class SetCriterion(nn.Module):
             )
             point_labels = point_sample(target_masks, coords, align_corners=False).squeeze(1)
         point_logits = point_sample(pred_masks, coords, align_corners=False).squeeze(1)
-        return {
-            "loss_mask": sigmoid_ce_loss(point_logits, point_labels).sum() / num_masks,
-            "loss_dice": dice_loss(point_logits, point_labels).sum() / num_masks,
-        }
+        return sigmoid_ce_loss(point_logits, point_labels), dice_loss(point_logits, point_labels)
 
     @staticmethod
     def _average_num_masks(targets: List[Dict[str, torch.Tensor]], device: torch.device) -> float:
@@ -323,48 +342,24 @@ class FullMaskSetCriterion(SetCriterion):
     (bilinearly) to the targets' padded size.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        matcher: nn.Module,
-        weight_dict: Dict[str, float],
-        eos_coef: float,
-        losses: Sequence[str],
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-    ):
+    def __init__(self, *args, focal_alpha: float = 0.25, focal_gamma: float = 2.0, **kwargs):
         """
         Args:
-            num_classes, matcher, weight_dict, eos_coef, losses: as in `SetCriterion`.
+            args, kwargs: `num_classes`, `matcher`, `weight_dict`, `eos_coef` and `losses`, as in `SetCriterion`.
             focal_alpha, focal_gamma: parameters of the focal loss (see `sigmoid_focal_loss`).
         """
-        super().__init__(
-            num_classes, matcher, weight_dict, eos_coef, losses,
-            num_points=0, oversample_ratio=1.0, importance_sample_ratio=0.0,
-        )
+        super().__init__(*args, **kwargs, num_points=0, oversample_ratio=1.0, importance_sample_ratio=0.0)
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
 
-    def loss_masks(
-        self,
-        outputs: Dict[str, torch.Tensor],
-        targets: List[Dict[str, torch.Tensor]],
-        indices: Indices,
-        num_masks: float,
-    ) -> Dict[str, torch.Tensor]:
-        """Full-resolution `loss_mask` (sigmoid focal) and `loss_dice` of the matched masks."""
-        pred_masks = outputs["pred_masks"][_batch_and_query_indices(indices)]
-        target_masks = pad_to_common_size([t["masks"].to(pred_masks) for t in targets])
-        target_masks = torch.cat([masks[tgt] for masks, (_, tgt) in zip(target_masks, indices)])
+    def mask_losses(self, pred_masks: torch.Tensor, target_masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Sigmoid focal loss and dice `(M,)` of the matched masks `(M, H, W)` on every pixel of their targets
+        `(M, H_t, W_t)`, the predictions upsampled to the targets' size."""
         pred_masks = F.interpolate(
             pred_masks[:, None], size=target_masks.shape[-2:], mode="bilinear", align_corners=False
         )
         logits, labels = pred_masks.flatten(1), target_masks.flatten(1)
-        focal = sigmoid_focal_loss(logits, labels, self.focal_alpha, self.focal_gamma)
-        return {
-            "loss_mask": focal.sum() / num_masks,
-            "loss_dice": dice_loss(logits, labels).sum() / num_masks,
-        }
+        return sigmoid_focal_loss(logits, labels, self.focal_alpha, self.focal_gamma), dice_loss(logits, labels)
 
     def _mask_loss_repr(self) -> List[str]:
         return [f"focal_alpha: {self.focal_alpha}", f"focal_gamma: {self.focal_gamma}"]

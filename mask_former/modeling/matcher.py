@@ -265,20 +265,13 @@ class FullMaskHungarianMatcher(HungarianMatcher):
     (nearest) to the predictions' size.
     """
 
-    def __init__(
-        self,
-        cost_class: float = 1,
-        cost_mask: float = 1,
-        cost_dice: float = 1,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-    ):
+    def __init__(self, *args, focal_alpha: float = 0.25, focal_gamma: float = 2.0, **kwargs):
         """
         Args:
-            cost_class, cost_mask, cost_dice: as in `HungarianMatcher`.
+            args, kwargs: `cost_class`, `cost_mask` and `cost_dice`, as in `HungarianMatcher`.
             focal_alpha, focal_gamma: parameters of the focal cost.
         """
-        super().__init__(cost_class, cost_mask, cost_dice, num_points=0)
+        super().__init__(*args, **kwargs, num_points=0)
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
 
