@@ -5,7 +5,15 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .transformer_blocks import clones, cross_attention, feed_forward, residual, self_attention, xavier_init_matrices
+from .transformer_blocks import (
+    clones,
+    cross_attention,
+    feed_forward,
+    feed_forward_modules,
+    residual,
+    self_attention,
+    xavier_init_matrices,
+)
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -17,9 +25,7 @@ class TransformerEncoderLayer(nn.Module):
     ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1, self.dropout, self.linear2 = feed_forward_modules(d_model, dim_feedforward, dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout1 = nn.Dropout(dropout)
@@ -43,9 +49,7 @@ class TransformerDecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1, self.dropout, self.linear2 = feed_forward_modules(d_model, dim_feedforward, dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)

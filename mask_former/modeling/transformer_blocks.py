@@ -5,7 +5,7 @@ Sequence tensors follow ``nn.MultiheadAttention``'s default layout: ``[L, B, C]`
 """
 import copy
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -151,6 +151,12 @@ def cross_attention(
     return run
 
 
+def feed_forward_modules(d_model: int, d_ffn: int, dropout: float) -> Tuple[nn.Linear, nn.Dropout, nn.Linear]:
+    """The modules of a feed-forward sublayer, created in this order (``linear1``, its dropout, ``linear2``),
+    for :func:`feed_forward`."""
+    return nn.Linear(d_model, d_ffn), nn.Dropout(dropout), nn.Linear(d_ffn, d_model)
+
+
 def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module):
     """``linear2(dropout(relu(linear1(x))))``. Where no graph is recorded the ReLU overwrites the hidden
     activations, which saves a fresh ``[tokens, d_ffn]`` buffer per layer; under autograd it does not: linear's
@@ -221,9 +227,7 @@ class FFNLayer(nn.Module):
 
     def __init__(self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0, normalize_before: bool = False):
         super().__init__()
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear1, self.dropout, self.linear2 = feed_forward_modules(d_model, dim_feedforward, dropout)
         self.norm = nn.LayerNorm(d_model)
         self.normalize_before = normalize_before
         xavier_init_matrices(self)

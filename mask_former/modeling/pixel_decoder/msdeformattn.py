@@ -12,7 +12,15 @@ from torch.nn import functional as F
 from ...ops.ms_deform_attn_module import MSDeformAttn
 from ...ops.ms_deform_attn_ref import level_shapes
 from ..build import PIXEL_DECODER_REGISTRY
-from ..transformer_blocks import PositionEmbeddingSine, clones, feed_forward, residual, with_pos, xavier_init_matrices
+from ..transformer_blocks import (
+    PositionEmbeddingSine,
+    clones,
+    feed_forward,
+    feed_forward_modules,
+    residual,
+    with_pos,
+    xavier_init_matrices,
+)
 from .fpn import NUM_MULTI_SCALE_FEATURES, add_fpn_levels, sorted_by_stride
 
 
@@ -24,9 +32,7 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, d_ffn)
-        self.dropout2 = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(d_ffn, d_model)
+        self.linear1, self.dropout2, self.linear2 = feed_forward_modules(d_model, d_ffn, dropout)
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
