@@ -119,23 +119,17 @@ class MaskFormerHead(PixelDecoderHead):
         self,
         input_shape: Dict[str, ShapeSpec],
         *,
-        num_classes: int,
-        pixel_decoder: nn.Module,
-        loss_weight: float = 1.0,
-        ignore_value: int = -1,
         transformer_predictor: nn.Module,
         transformer_in_feature: str,
+        **head_args,
     ):
         """
         Args:
             transformer_predictor: the transformer decoder (``mask_classification=True``).
             transformer_in_feature: its input (``MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE``).
-            Others: as in ``PixelDecoderHead``.
+            input_shape, head_args: the arguments of ``PixelDecoderHead``.
         """
-        super().__init__(
-            input_shape, num_classes=num_classes, pixel_decoder=pixel_decoder, loss_weight=loss_weight,
-            ignore_value=ignore_value,
-        )
+        super().__init__(input_shape, **head_args)
         self.predictor = transformer_predictor
         self.transformer_in_feature = transformer_in_feature
 

@@ -40,21 +40,10 @@ class PerPixelBaselineHead(PixelDecoderHead):
     ``[B, K, H, W]`` at the input resolution and ``{}``."""
 
     @configurable
-    def __init__(
-        self,
-        input_shape: Dict[str, ShapeSpec],
-        *,
-        num_classes: int,
-        pixel_decoder: nn.Module,
-        loss_weight: float = 1.0,
-        ignore_value: int = -1,
-    ):
-        """Args: as in ``PixelDecoderHead``."""
-        super().__init__(
-            input_shape, num_classes=num_classes, pixel_decoder=pixel_decoder, loss_weight=loss_weight,
-            ignore_value=ignore_value,
-        )
-        self.predictor = Conv2d(pixel_decoder.mask_dim, num_classes, kernel_size=1)
+    def __init__(self, input_shape: Dict[str, ShapeSpec], **head_args):
+        """Args: those of ``PixelDecoderHead``."""
+        super().__init__(input_shape, **head_args)
+        self.predictor = Conv2d(self.pixel_decoder.mask_dim, self.num_classes, kernel_size=1)
         weight_init.c2_msra_fill(self.predictor)
 
     def forward(self, features: Dict[str, Tensor], targets: Optional[Tensor] = None):
@@ -94,22 +83,16 @@ class PerPixelBaselinePlusHead(PerPixelBaselineHead):
         transformer_predictor: nn.Module,
         transformer_in_feature: str,
         deep_supervision: bool,
-        num_classes: int,
-        pixel_decoder: nn.Module,
-        loss_weight: float = 1.0,
-        ignore_value: int = -1,
+        **head_args,
     ):
         """
         Args:
             transformer_predictor: the transformer decoder (``mask_classification=False``).
             transformer_in_feature: its input (``MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE``).
             deep_supervision: losses on the logits of every decoder layer.
-            Others: as in ``PerPixelBaselineHead``.
+            input_shape, head_args: the arguments of ``PerPixelBaselineHead``.
         """
-        super().__init__(
-            input_shape, num_classes=num_classes, pixel_decoder=pixel_decoder, loss_weight=loss_weight,
-            ignore_value=ignore_value,
-        )
+        super().__init__(input_shape, **head_args)
         self.predictor = transformer_predictor
         self.transformer_in_feature = transformer_in_feature
         self.deep_supervision = deep_supervision
