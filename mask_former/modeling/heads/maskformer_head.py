@@ -1,10 +1,10 @@
 """``MaskFormerHead``: a pixel decoder and a transformer decoder."""
-from typing import Dict
+from typing import Dict, Optional
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
-from torch import nn
+from torch import Tensor, nn
 
 from ..build import build_pixel_decoder, build_transformer_decoder
 
@@ -135,16 +135,27 @@ class MaskFormerHead(PixelDecoderHead):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        ret = super().from_config(cfg, input_shape)
-        ret["transformer_in_feature"] = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE
-        ret["transformer_predictor"] = build_transformer_decoder(
-            cfg, decoder_in_channels(cfg, input_shape), mask_classification=True
-        )
-        return ret
+        return {**super().from_config(cfg, input_shape), **transformer_decoder_args(cfg, input_shape, True)}
 
     def forward(self, features, mask=None):
-        mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
-        decoder_input = select_decoder_input(
-            self.transformer_in_feature, features, mask_features, encoder_features, multi_scale
-        )
-        return self.predictor(decoder_input, mask_features, mask)
+        return run_transformer_decoder(self, features, mask)
+
+
+def transformer_decoder_args(cfg, input_shape: Dict[str, ShapeSpec], mask_classification: bool) -> Dict:
+    """``transformer_predictor`` (the config's transformer decoder) and ``transformer_in_feature`` (what it
+    reads), the constructor arguments of the heads that run a transformer decoder."""
+    in_channels = decoder_in_channels(cfg, input_shape)
+    return {
+        "transformer_predictor": build_transformer_decoder(cfg, in_channels, mask_classification=mask_classification),
+        "transformer_in_feature": cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,
+    }
+
+
+def run_transformer_decoder(head: nn.Module, features: Dict[str, Tensor], mask: Optional[Tensor] = None) -> Dict:
+    """A head's pixel decoder, then its transformer decoder (``head.predictor``) on the feature named by
+    ``head.transformer_in_feature``: the decoder's output dict (see ``TRANSFORMER_DECODER_REGISTRY``)."""
+    mask_features, encoder_features, multi_scale = head.pixel_decoder.forward_features(features)
+    decoder_input = select_decoder_input(
+        head.transformer_in_feature, features, mask_features, encoder_features, multi_scale
+    )
+    return head.predictor(decoder_input, mask_features, mask)

@@ -8,8 +8,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..build import build_transformer_decoder
-from .maskformer_head import PixelDecoderHead, decoder_in_channels, select_decoder_input
+from .maskformer_head import PixelDecoderHead, run_transformer_decoder, transformer_decoder_args
 
 
 def per_pixel_ce_loss(logits: Tensor, targets: Tensor, *, common_stride: int, ignore_value: int) -> Tensor:
@@ -105,18 +104,13 @@ class PerPixelBaselinePlusHead(PerPixelBaselineHead):
                 f"PerPixelBaselinePlusHead: MODEL.MASK_FORMER.NUM_OBJECT_QUERIES ({mf.NUM_OBJECT_QUERIES}) must "
                 f"equal MODEL.SEM_SEG_HEAD.NUM_CLASSES ({cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}): one query per class"
             )
-        ret = super().from_config(cfg, input_shape)
-        in_channels = decoder_in_channels(cfg, input_shape)
-        ret["transformer_predictor"] = build_transformer_decoder(cfg, in_channels, mask_classification=False)
-        ret["transformer_in_feature"] = mf.TRANSFORMER_IN_FEATURE
-        ret["deep_supervision"] = mf.DEEP_SUPERVISION
-        return ret
+        return {
+            **super().from_config(cfg, input_shape),
+            **transformer_decoder_args(cfg, input_shape, False),
+            "deep_supervision": mf.DEEP_SUPERVISION,
+        }
 
     def layers(self, features: Dict[str, Tensor]) -> Tuple[Tensor, List[Tensor]]:
-        mask_features, encoder_features, multi_scale = self.pixel_decoder.forward_features(features)
-        decoder_input = select_decoder_input(
-            self.transformer_in_feature, features, mask_features, encoder_features, multi_scale
-        )
-        predictions = self.predictor(decoder_input, mask_features)
+        predictions = run_transformer_decoder(self, features)
         aux = [out["pred_masks"] for out in predictions["aux_outputs"]] if self.deep_supervision else []
         return predictions["pred_masks"], aux
