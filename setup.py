@@ -10,7 +10,6 @@ import sys
 
 from setuptools import find_packages, setup
 
-
 CUDA_SOURCES = os.path.join("mask_former", "ops", "csrc")
 CPU_SOURCES = os.path.join(CUDA_SOURCES, "cpu")
 CPU_EXTENSION = "mask_former._C_cpu"

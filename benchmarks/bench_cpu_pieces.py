@@ -24,7 +24,6 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from timing import median_seconds
 
 from mask_former.modeling.fast_paths.kept_queries import (
     mean_inside_probability,
@@ -33,6 +32,7 @@ from mask_former.modeling.fast_paths.kept_queries import (
 from mask_former.modeling.fast_paths.mask_logits import mask_logits, mask_logits_reference
 from mask_former.modeling.matcher import HungarianMatcher
 from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu
+from timing import median_seconds
 
 MB = 2**20
 

@@ -21,7 +21,6 @@ from typing import Dict
 import numpy as np
 import torch
 from detectron2.modeling import build_model
-from timing import median_seconds
 
 import mask_former  # noqa: F401  (registers the model)
 from mask_former.config import build_config
@@ -29,6 +28,7 @@ from mask_former.export import load_exported
 from mask_former.export.exporter import export_model
 from mask_former.export.runtime import MODEL_FILES
 from mask_former.ops import EXPORT_FORMS
+from timing import median_seconds
 
 
 def print_onnxruntime_profile(path: str, image: np.ndarray, runs: int, top: int = 12) -> None:

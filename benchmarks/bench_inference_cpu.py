@@ -29,10 +29,10 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.projects.deeplab import add_deeplab_config
-from roofline import DTYPES, gemm_gflops, machine
 
 import mask_former
 from mask_former.analysis import network_flops
+from roofline import DTYPES, gemm_gflops, machine
 
 # --dtype -> MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE.
 AUTOCAST_DTYPE = {"float32": "", "bfloat16": "bfloat16", "float16": "float16"}

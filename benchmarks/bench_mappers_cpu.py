@@ -31,6 +31,7 @@ import pycocotools.mask as mask_util
 import torch
 from panopticapi.utils import id2rgb
 from PIL import Image
+
 from timing import median_seconds
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

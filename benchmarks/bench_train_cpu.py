@@ -17,7 +17,8 @@ Each measurement runs in a fresh subprocess (so that its peak RSS is its own), o
 ``--upstream PATH`` also times upstream Mask2Former's model (``PATH`` is a checkout; it imports with our
 detectron2, see :func:`stub_upstream_imports`, and its MSDeformAttn runs its PyTorch version) on the same
 weights.
-Prints a markdown table (medians of the workers' runs, and their fastest run) and, with --upstream, each round's speed-up over
+Prints a markdown table (medians of the workers' runs, and their fastest run) and, with --upstream, each round's
+speed-up over
 upstream. Timings on a busy machine are noisy: run it on a quiet one, with --rounds 3 or more.
 """
 import argparse
@@ -150,7 +151,8 @@ def training_batch(args):
 
 def time_inference(args, upstream):
     model = build_model(args, upstream).eval()
-    image = torch.randint(0, 256, (3, args.size, args.size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, args.size, args.size), dtype=torch.uint8, generator=generator)
     inputs = [{"image": image, "height": args.size, "width": args.size}]
     times = []
     with torch.no_grad():
@@ -240,7 +242,10 @@ def main(argv=None):
                 for kind in kinds:
                     results[name].update(run_worker(args, strip_own_options(argv), kind, name, weights))
             rounds.append(results)
-    print_table(args, {name: {key: statistics.median(r[name][key] for r in rounds) for key in rounds[0][name]} for name in names})
+    medians = {
+        name: {key: statistics.median(r[name][key] for r in rounds) for key in rounds[0][name]} for name in names
+    }
+    print_table(args, medians)
     print_speedups(rounds)
 
 
@@ -255,7 +260,8 @@ def print_speedups(rounds):
                 continue
             ratios = [r[upstream[0]][key] / r[name][key] for r in rounds]
             listed = ", ".join(f"{ratio:.2f}x" for ratio in ratios)
-            print(f"{key} speed-up of {name} over upstream, by round: {listed} (median {statistics.median(ratios):.2f}x)")
+            median = statistics.median(ratios)
+            print(f"{key} speed-up of {name} over upstream, by round: {listed} (median {median:.2f}x)")
 
 
 def print_table(args, results):

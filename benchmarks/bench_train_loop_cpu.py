@@ -36,9 +36,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+from PIL import Image
+
 from bench_mappers_cpu import map_all
 from bench_train_cpu import build_cfg, build_model
-from PIL import Image
 from timing import median_seconds
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))

@@ -28,6 +28,7 @@ import tempfile
 import time
 
 import torch
+
 from bench_train_cpu import peak_rss_bytes, rss_bytes, stub_upstream_imports
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))

@@ -8,8 +8,9 @@ bench_train_cpu.py. Prints the top operators by self CPU time and by memory they
 import argparse
 import sys
 
-from bench_train_cpu import build_model, training_batch
 from torch.profiler import ProfilerActivity, profile
+
+from bench_train_cpu import build_model, training_batch
 
 
 def parse_args(argv=None):

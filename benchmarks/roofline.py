@@ -13,6 +13,7 @@ import platform
 from typing import Dict, Sequence
 
 import torch
+
 from timing import median_seconds
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from mask_former.data.datasets.categories import COCO_STUFF_171_CATEGORIES
-from mask_former.errors import DatasetFileError
 from mask_former.data.datasets.preparation import (
     copy_file,
     prepare_arg_parser,
@@ -25,6 +24,7 @@ from mask_former.data.datasets.preparation import (
     save_image,
 )
 from mask_former.data.datasets.register_coco import COCO_STUFF_10K_SPLITS
+from mask_former.errors import DatasetFileError
 
 UNLABELED = 1
 FIRST_CLASS = 2  # the raw label of contiguous id 0

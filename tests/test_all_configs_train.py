@@ -6,8 +6,8 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
-from helpers import cpu_sized_cfg
 
+from helpers import cpu_sized_cfg
 from mask_former.engine.optimizer import build_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
-from helpers import run_fixture, tiny_cfg
 
+from helpers import run_fixture, tiny_cfg
 from mask_former.errors import ConfigError
 from mask_former.modeling.precision import autocast_dtype, run_autocast
 from mask_former.ops import ms_deform_attn_cpu, ms_deform_attn_pytorch

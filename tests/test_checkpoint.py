@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
 from detectron2.modeling import build_model
-from helpers import tiny_cfg
 from torch import nn
 
+from conftest import REPO
+from helpers import tiny_cfg
 from mask_former.checkpoint import (
     CheckpointError,
     CheckpointShapeError,

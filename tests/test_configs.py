@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 from detectron2.modeling import build_model
-from helpers import base_cfg
 
+from helpers import base_cfg
 from mask_former.modeling.build import transformer_decoder_name
 from mask_former.modeling.recipe import build_recipe
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
+
 from conftest import REPO
 from helpers import tiny_cfg
-
 from mask_former.data.demo_dataset import generate_demo_dataset
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")

@@ -11,11 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
-from test_train_net import PYTHON, final_metrics, task_cfg
 
+from conftest import REPO
 from mask_former.data.datasets.custom import (
     DatasetDescriptionError,
     check_config,
@@ -27,6 +26,7 @@ from mask_former.data.datasets.custom_validation import validate_dataset
 from mask_former.data.demo_dataset import DEMO_CATEGORIES, generate_demo_dataset
 from mask_former.engine import build_evaluator
 from mask_former.engine import main as train_net  # what train_net.py runs
+from test_train_net import PYTHON, final_metrics, task_cfg
 
 SPLITS = ("train", "val")
 

@@ -3,10 +3,10 @@ and the key (malformed json, missing keys, duplicate or unknown ids)."""
 import json
 
 import pytest
-from test_dataset_registration import coco_panoptic_layout
 
 from mask_former.data.datasets import DatasetFileError, coco_panoptic_metadata, load_coco_panoptic_json
 from mask_former.data.datasets.loaders import load_coco_instances
+from test_dataset_registration import coco_panoptic_layout
 
 
 def load_panoptic(paths):

@@ -7,13 +7,13 @@ import uuid
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES, COCO_CATEGORIES
 from detectron2.data.datasets.coco_panoptic import register_coco_panoptic
 from panopticapi.utils import id2rgb
 from PIL import Image
 
+from conftest import REPO
 from mask_former.data.datasets import (
     coco_panoptic_metadata,
     load_coco_panoptic_json,

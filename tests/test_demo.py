@@ -1,4 +1,5 @@
-"""demo/demo.py and mask_former.engine.predictor: images, video, batched prediction, clear CLI errors, drawing\nall three tasks on the metadata of every registered dataset."""
+"""demo/demo.py and mask_former.engine.predictor: images, video, batched prediction, clear CLI errors, drawing
+all three tasks on the metadata of every registered dataset."""
 import importlib.util
 import subprocess
 
@@ -6,14 +7,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 
 from conftest import REPO
-from mask_former.engine import predictor
 from helpers import tiny_cfg
+from mask_former.engine import predictor
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 

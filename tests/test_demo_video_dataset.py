@@ -7,8 +7,8 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from helpers import base_cfg
 
+from helpers import base_cfg
 from mask_former.data.dataset_mappers import YTVISDatasetMapper
 from mask_former.data.demo_video_dataset import (
     DEMO_VIDEO_DATASET_NAMES,

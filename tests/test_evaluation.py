@@ -5,12 +5,12 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
-from helpers import base_cfg, tiny_cfg
 
+from conftest import REPO
+from helpers import base_cfg, tiny_cfg
 from mask_former.data.demo_dataset import DEMO_CATEGORIES, generate_demo_dataset, register_demo_datasets
 from mask_former.data.demo_video_dataset import generate_demo_video_dataset, register_demo_video_datasets
 from mask_former.engine import EVALUATOR_BUILDERS, build_evaluator

@@ -11,9 +11,9 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
-from helpers import golden_cfg, tiny_cfg
 from PIL import Image
 
+from helpers import golden_cfg, tiny_cfg
 from mask_former.assembly import torch_cpu_topk_indices
 from mask_former.export import FORMAT_VERSION, ExportedPredictor, load_exported
 from mask_former.export.exporter import export_model

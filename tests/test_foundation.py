@@ -5,12 +5,10 @@ import subprocess
 import sys
 
 import pytest
-
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
-from mask_former.modeling import PIXEL_DECODER_REGISTRY, TRANSFORMER_DECODER_REGISTRY
-
 from helpers import base_cfg
+from mask_former.modeling import PIXEL_DECODER_REGISTRY, TRANSFORMER_DECODER_REGISTRY
 
 HAS_D2_C = importlib.util.find_spec("detectron2._C") is not None
 
@@ -56,7 +54,6 @@ def test_imports_work_in_either_order_in_a_fresh_process(order):
 @pytest.mark.skipif(HAS_D2_C, reason="detectron2 was built with its C++ ops")
 def test_missing_cpp_op_raises_a_clear_error_when_used():
     import torch
-
     from detectron2.layers.rotated_boxes import pairwise_iou_rotated
 
     boxes = torch.tensor([[5.0, 5.0, 4.0, 4.0, 0.0]])

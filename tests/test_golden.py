@@ -5,9 +5,9 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
-from helpers import golden_cfg, run_fixture
 from PIL import Image
 
+from helpers import golden_cfg, run_fixture
 from mask_former.checkpoint import MaskFormerCheckpointer
 
 FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic", "maskformer_v1_coco_panoptic",

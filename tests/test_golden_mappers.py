@@ -6,10 +6,10 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
 from detectron2.data import MetadataCatalog
-from helpers import base_cfg
 
+from conftest import REPO
+from helpers import base_cfg
 from mask_former.data.dataset_mappers import build_dataset_mapper
 
 CONFIG = REPO / "configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml"

@@ -8,9 +8,8 @@ import pytest
 import torch
 import yaml
 from detectron2.modeling import build_model
-from helpers import tiny_cfg
-from test_tools import load_tool
 
+from helpers import tiny_cfg
 from mask_former.checkpoint.huggingface import (
     HuggingFaceConversionError,
     hf_config_to_ours,
@@ -19,6 +18,7 @@ from mask_former.checkpoint.huggingface import (
 )
 from mask_former.config import build_config
 from mask_former.data.datasets.custom import load_dataset_description
+from test_tools import load_tool
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported: nothing is downloaded
 transformers = pytest.importorskip("transformers")

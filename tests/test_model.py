@@ -3,6 +3,7 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
+
 from helpers import base_cfg, tiny_cfg
 
 DECODER_PAIRS = [

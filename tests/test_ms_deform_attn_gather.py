@@ -6,8 +6,6 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from test_ms_deform_attn import ODD_LEVELS, TOLERANCES, assert_matches_reference, make_inputs
-from test_ms_deform_attn_triton import border_inputs
 from torch import nn
 from torch.nn import functional as F
 
@@ -20,6 +18,8 @@ from mask_former.ops import (
     ms_deform_attn,
     ms_deform_attn_gather,
 )
+from test_ms_deform_attn import ODD_LEVELS, TOLERANCES, assert_matches_reference, make_inputs
+from test_ms_deform_attn_triton import border_inputs
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

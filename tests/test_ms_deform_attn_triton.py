@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from mask_former.ops import IMPLEMENTATION_ENV, SELF_CHECK_ENV, ms_deform_attn_pytorch
 from test_ms_deform_attn import (
     ODD_LEVELS,
     TOLERANCES,
@@ -24,8 +26,6 @@ from test_ms_deform_attn import (
     forward_backward,
     make_inputs,
 )
-
-from mask_former.ops import IMPLEMENTATION_ENV, SELF_CHECK_ENV, ms_deform_attn_pytorch
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
 READY_TRITON = "Triton compiles its kernel on first use"

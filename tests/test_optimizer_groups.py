@@ -1,10 +1,8 @@
 """Parameter groups equal upstream's (MaskFormer v1's and Mask2Former's Trainer.build_optimizer,
 which agree), parameter by parameter, against a plain restatement of upstream's rules."""
 import pytest
-import torch
-from torch import nn
-
 from detectron2.modeling import build_model
+from torch import nn
 
 from helpers import tiny_cfg
 from mask_former.engine.optimizer import build_optimizer

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import build_model
+
 from helpers import cpu_sized_cfg
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "maskformer" / "ade20k-150"

@@ -3,9 +3,9 @@ import json
 
 import pytest
 from PIL import Image
-from test_tools import load_tool
 
 from mask_former.engine.metrics_plot import read_metrics, select_panels
+from test_tools import load_tool
 
 
 def write_metrics(folder):

@@ -2,9 +2,9 @@
 import torch
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
-from helpers import tiny_cfg
 from torch.nn import functional as F
 
+from helpers import tiny_cfg
 from mask_former.assembly import assemble_instances
 from mask_former.modeling.meta_arch.maskformer import resize_to_output
 from mask_former.modeling.postprocessing import (

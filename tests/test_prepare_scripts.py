@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from panopticapi.utils import id2rgb, rgb2id
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from mask_former.data.datasets import DatasetFileError, register_panoptic, register_sem_seg
 from mask_former.data.datasets.categories import ADE20K_150_CATEGORIES
 from mask_former.data.datasets.register_ade20k import ade20k_panoptic_metadata
@@ -141,7 +141,10 @@ def fake_h5py(monkeypatch):
     module = type(sys)("h5py")
     module.File = FakeH5File
     monkeypatch.setitem(sys.modules, "h5py", module)
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "h5py" else real_find_spec(name, *a))
+    def find_spec(name, *args):
+        return object() if name == "h5py" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
 real_find_spec = importlib.util.find_spec

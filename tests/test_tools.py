@@ -7,11 +7,10 @@ import subprocess
 import pytest
 import torch
 import torchvision
-from torch import nn
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
 from detectron2.modeling.backbone import build_resnet_backbone
+from torch import nn
 
 from conftest import REPO
 from helpers import base_cfg, tiny_cfg

@@ -11,15 +11,14 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from panopticapi.utils import rgb2id
-from PIL import Image
-from torch import nn
-from torch.nn import functional as F
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
+from panopticapi.utils import rgb2id
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
 
 import mask_former.modeling.criterion as criterion_module
 from conftest import REPO

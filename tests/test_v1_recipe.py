@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import Instances
-from helpers import tiny_cfg
 
+from helpers import tiny_cfg
 from mask_former.modeling.criterion import FullMaskSetCriterion, SetCriterion
 from mask_former.modeling.matcher import FullMaskHungarianMatcher, HungarianMatcher
 from mask_former.modeling.postprocessing import panoptic_inference

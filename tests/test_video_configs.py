@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from detectron2.data import DatasetCatalog
+
 from helpers import base_cfg
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

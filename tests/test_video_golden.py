@@ -8,9 +8,9 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
-from helpers import golden_cfg
 from PIL import Image
 
+from helpers import golden_cfg
 from mask_former.checkpoint import MaskFormerCheckpointer
 
 FIXTURE = "m2f_ytvis_video"

@@ -7,9 +7,9 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
-from helpers import tiny_cfg
 
 import mask_former
+from helpers import tiny_cfg
 from mask_former.checkpoint import CLASS_HEAD_KEYS, CheckpointShapeError, MaskFormerCheckpointer
 from mask_former.errors import ConfigError
 from mask_former.modeling.transformer_blocks import PositionEmbeddingSine3D

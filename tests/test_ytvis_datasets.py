@@ -6,8 +6,8 @@ import pycocotools.mask as mask_util
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
-from helpers_video import box_mask, rle, write_video_dataset
 
+from helpers_video import box_mask, rle, write_video_dataset
 from mask_former.data.datasets import DatasetFileError, load_ytvis_json, register_ytvis_instances
 from mask_former.data.datasets.categories import OVIS_CATEGORIES
 

@@ -11,9 +11,9 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+
 from helpers import base_cfg
 from helpers_video import rle
-
 from mask_former.data.datasets import register_ytvis_instances
 from mask_former.evaluation import YTVISEvaluator, build_evaluator
 from mask_former.evaluation.ytvis_evaluation import YTVISeval, video_iou

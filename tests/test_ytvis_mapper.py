@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from helpers import base_cfg
 from helpers_video import box_mask, rle, write_video_dataset
-
 from mask_former.data.dataset_mappers import YTVISDatasetMapper, build_dataset_mapper
 from mask_former.data.dataset_mappers.ytvis_dataset_mapper import sample_clip_frames
 from mask_former.data.datasets import load_ytvis_json

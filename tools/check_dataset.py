@@ -18,7 +18,9 @@ from mask_former.data.datasets.custom_validation import validate_dataset
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("description", metavar="FILE", help="dataset description file (YAML or JSON)")
-    parser.add_argument("--max-problems", type=int, default=20, help="problems printed per split (default: %(default)s)")
+    parser.add_argument(
+        "--max-problems", type=int, default=20, help="problems printed per split (default: %(default)s)"
+    )
     return parser.parse_args(argv)
 
 
@@ -51,7 +53,8 @@ def main(argv=None) -> int:
     splits = list(description.splits)
     train, test = ("train" if "train" in splits else splits[0]), ("val" if "val" in splits else splits[-1])
     overrides = " ".join(_quoted(v) for v in config_overrides(description, train, test))
-    print(f"\nTrain and evaluate with:\n  python train_net.py --config-file CONFIG --dataset {args.description} {overrides}")
+    command = f"python train_net.py --config-file CONFIG --dataset {args.description} {overrides}"
+    print(f"\nTrain and evaluate with:\n  {command}")
     return 0
 
 

@@ -3,9 +3,8 @@ import itertools
 from typing import Any, Dict, List, Type
 
 import torch
-from torch import nn
-
 from detectron2.solver.build import maybe_add_gradient_clipping
+from torch import nn
 
 __all__ = ["NORM_MODULE_TYPES", "ZERO_DECAY_PARAM_NAMES", "build_optimizer", "get_param_groups"]
 

@@ -3,10 +3,9 @@ predictions with detectron2's ``Visualizer``."""
 from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import cv2
+import detectron2.data.transforms as T
 import numpy as np
 import torch
-
-import detectron2.data.transforms as T
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model

@@ -3,12 +3,11 @@ import copy
 from typing import Dict, List, Optional
 
 import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-
 from detectron2.data.detection_utils import read_image
 from detectron2.data.transforms import HFlipTransform
 from detectron2.modeling import DatasetMapperTTA
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["SemanticSegmentorWithTTA"]
 
