@@ -7,8 +7,9 @@ setup:
 	bash tools/setup_env.sh
 
 # Set up if needed, (re)build the fused CPU operator in place (skipped with a message without a compiler),
-# compile-check the CUDA kernel (where nvcc exists), run the whole test suite on the CPU.
+# compile-check the CUDA kernel (where nvcc exists), lint, run the whole test suite on the CPU.
 test: setup
+	$(PY) -m ruff check .
 	MAX_JOBS=2 $(PY) setup.py --quiet build_ext --inplace
 	bash tools/build_cuda_ext.sh $(PY)
 	$(PY) -m pytest -q tests
