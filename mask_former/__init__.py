@@ -16,11 +16,11 @@ except ModuleNotFoundError:
 if torch is not None:
     from . import data, modeling
     from .checkpoint import install_loading_rules
-    from .config import add_maskformer2_config
+    from .config import add_maskformer2_config, add_maskformer2_video_config
 
     install_loading_rules()
 
-    __all__ = ["add_maskformer2_config", "data", "modeling"]
+    __all__ = ["add_maskformer2_config", "add_maskformer2_video_config", "data", "modeling"]
 else:
     __all__ = []
 

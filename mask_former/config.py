@@ -17,7 +17,7 @@ from detectron2.projects.deeplab import add_deeplab_config
 
 from .errors import ConfigError
 
-__all__ = ["add_maskformer2_config", "build_config", "uses_cuda"]
+__all__ = ["add_maskformer2_config", "add_maskformer2_video_config", "build_config", "uses_cuda"]
 
 
 def add_maskformer2_config(cfg):
@@ -154,6 +154,37 @@ def add_maskformer2_config(cfg):
     swin.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     # Gradient checkpointing of each Swin block (saves memory in training).
     swin.USE_CHECKPOINT = False
+    return cfg
+
+
+def add_maskformer2_video_config(cfg):
+    """Add the keys of Mask2Former for video instance segmentation (upstream's ``mask2former_video``)
+    to ``cfg`` in place and return it. Call it after :func:`add_maskformer2_config`."""
+    if "MASK_FORMER" not in cfg.MODEL:
+        raise ValueError(
+            "add_maskformer2_video_config: call add_maskformer2_config(cfg) first (MODEL.MASK_FORMER is absent)"
+        )
+    # Frames sampled per training clip; the frames are drawn within SAMPLING_FRAME_RANGE of a reference frame
+    # and, with SAMPLING_FRAME_SHUFFLE, returned in random order instead of time order.
+    cfg.INPUT.SAMPLING_FRAME_NUM = 2
+    cfg.INPUT.SAMPLING_FRAME_RANGE = 20
+    cfg.INPUT.SAMPLING_FRAME_SHUFFLE = False
+    # Extra training augmentations of the clip, by name: "brightness", "contrast", "saturation", "rotation".
+    cfg.INPUT.AUGMENTATIONS = []
+
+    test = cfg.MODEL.MASK_FORMER.TEST
+    # Beyond upstream, opt-in. Windowed inference of long videos: decode windows of WINDOW_SIZE frames one
+    # after the other, associate each window's queries with the previous window's by Hungarian matching of
+    # the decoder's query embeddings (cosine similarity, as MinVIS), average each track's class scores
+    # over the windows, then keep upstream's top 10 (query, class) pairs. Memory holds one window's features
+    # plus every track's low-resolution mask logits. 0 decodes the whole video at once (upstream); so does a
+    # window as long as the video, with upstream's outputs.
+    test.WINDOW_SIZE = 0
+    # Frames that go through the backbone and the pixel decoder together at inference: features are made in
+    # chunks of this many frames and joined for the transformer decoder, so that the backbone's large
+    # intermediate maps exist for one chunk only. The same outputs up to float rounding (each frame is
+    # computed alone by these layers). 0 runs every frame (of a window) at once, as upstream.
+    test.FRAME_CHUNK_SIZE = 0
     return cfg
 
 

@@ -64,7 +64,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def check_shapes(model: nn.Module, incorrect_shapes, path) -> None:
-    """Raise ``CheckpointShapeError`` naming each ``(key, checkpoint shape, model shape)``."""
+    """Raise ``CheckpointShapeError`` naming each ``(key, checkpoint shape, model shape)``, except for the keys
+    that the model lists in ``checkpoint_shape_mismatch_allowed`` (the video model's class head, which an image
+    checkpoint initializes with other classes: those keep their initialization, as fvcore skips them)."""
+    allowed = set(getattr(model, "checkpoint_shape_mismatch_allowed", ()))
+    incorrect_shapes = [entry for entry in incorrect_shapes if entry[0] not in allowed]
     if not incorrect_shapes or getattr(model, "allow_checkpoint_shape_mismatch", True):
         return
     lines = "\n".join(f"  {key}: checkpoint {tuple(ckpt)} vs model {tuple(ours)}" for key, ckpt, ours in incorrect_shapes)

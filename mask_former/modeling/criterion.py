@@ -155,6 +155,10 @@ class SetCriterion(nn.Module):
         - "masks": `loss_mask` (sigmoid binary cross-entropy) and `loss_dice`, on points drawn
           with PointRend's uncertainty-based importance sampling, summed over the matched masks
           and divided by the number of targets.
+
+    Video (Mask2Former-VIS): masks `(Q, T, H, W)` instead of `(Q, H, W)`, one per object through the T
+    frames of a clip; the mask losses sum over every frame of the matched objects, divided by the number
+    of objects, as upstream's `VideoSetCriterion`.
     """
 
     def __init__(
@@ -208,9 +212,10 @@ class SetCriterion(nn.Module):
         """
         Args:
             outputs: dict with "pred_logits" `(B, Q, K + 1)`, "pred_masks" `(B, Q, H, W)` (mask
-                logits) and optionally "aux_outputs", a list of such dicts (one per intermediate
-                decoder layer).
-            targets: B dicts with "labels" `(T_i,)` int64 and "masks" `(T_i, H_t, W_t)` (0/1).
+                logits; video: `(B, Q, T, H, W)`) and optionally "aux_outputs", a list of such dicts
+                (one per intermediate decoder layer).
+            targets: B dicts with "labels" `(N_i,)` int64 and "masks" `(N_i, H_t, W_t)` (0/1; video:
+                `(N_i, T, H_t, W_t)`).
 
         Returns:
             Dict of scalar losses: "loss_ce", "loss_mask", "loss_dice" (those requested) for the
@@ -264,11 +269,12 @@ class SetCriterion(nn.Module):
         indices: Indices,
         num_masks: float,
     ) -> Dict[str, torch.Tensor]:
-        """Point-sampled `loss_mask` (sigmoid BCE) and `loss_dice` of the matched masks."""
-        pred_masks = outputs["pred_masks"][_batch_and_query_indices(indices)][:, None]
+        """Point-sampled `loss_mask` (sigmoid BCE) and `loss_dice` of the matched masks (of each frame)."""
+        # [M, (T,) H, W] -> [M * T, 1, H, W]
+        pred_masks = outputs["pred_masks"][_batch_and_query_indices(indices)].flatten(0, -3)[:, None]
         target_masks = pad_to_common_size([t["masks"].to(pred_masks) for t in targets])
         target_masks = torch.cat([masks[tgt] for masks, (_, tgt) in zip(target_masks, indices)])
-        target_masks = target_masks[:, None]
+        target_masks = target_masks.flatten(0, -3)[:, None]
         with torch.no_grad():
             coords = uncertain_point_coords(
                 pred_masks, self.num_points, self.oversample_ratio, self.importance_sample_ratio

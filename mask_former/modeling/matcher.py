@@ -117,6 +117,9 @@ class HungarianMatcher(nn.Module):
 
     where both mask costs are computed on the same points of the prediction and of the target.
     Queries left unmatched are the "no object" predictions.
+
+    Video (Mask2Former-VIS): masks `(Q, T, H, W)` and targets `(N, T, H, W)`, one per object through the
+    T frames of a clip, compared at the same points in every frame (upstream's `VideoHungarianMatcher`).
     """
 
     def __init__(
@@ -213,16 +216,17 @@ class HungarianMatcher(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            pred_masks (`torch.Tensor` of shape `(Q, H, W)`): mask logits, float32.
-            target_masks (`torch.Tensor` of shape `(T, H_t, W_t)`): 0/1 masks, float32.
+            pred_masks (`torch.Tensor` of shape `(Q, H, W)`, video `(Q, T, H, W)`): mask logits, float32.
+            target_masks (`torch.Tensor` of shape `(N, H_t, W_t)`, video `(N, T, H_t, W_t)`): 0/1 masks,
+                float32.
 
         Returns:
-            The mask cost and the dice cost, two `torch.Tensor` of shape `(Q, T)`: sigmoid BCE and
-            dice at the points of `num_points`.
+            The mask cost and the dice cost, two `torch.Tensor` of shape `(Q, N)`: sigmoid BCE and
+            dice at the points of `num_points` (in every frame).
         """
         coords = self._point_coords(pred_masks.shape[-2:], pred_masks.device, generator)
-        pred_points = _sample_queries_at(pred_masks, coords)
-        target_points = _sample_at(target_masks, coords)
+        pred_points = _sample_queries_at(pred_masks.flatten(0, -3), coords).reshape(len(pred_masks), -1)
+        target_points = _sample_at(target_masks.flatten(0, -3), coords).reshape(len(target_masks), -1)
         return pairwise_sigmoid_ce_cost_by_softplus(pred_points, target_points), pairwise_dice_cost(pred_points, target_points)
 
     def _point_coords(
@@ -318,9 +322,9 @@ def _sample_queries_at(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tenso
 
 
 def _check_target(labels: torch.Tensor, masks: torch.Tensor, num_classes: int) -> None:
-    if masks.dim() != 3 or len(masks) != len(labels):
+    if masks.dim() not in (3, 4) or len(masks) != len(labels):
         raise ValueError(
-            f"HungarianMatcher: target 'masks' must have shape (T, H, W) with T = "
+            f"HungarianMatcher: target 'masks' must have shape (N, H, W) (video: (N, T, H, W)) with N = "
             f"len(labels) = {len(labels)}, got {tuple(masks.shape)}"
         )
     if len(labels) and not bool(((labels >= 0) & (labels < num_classes)).all()):

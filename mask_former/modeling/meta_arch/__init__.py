@@ -1,1 +1,1 @@
-from . import maskformer
+from . import maskformer, video_maskformer

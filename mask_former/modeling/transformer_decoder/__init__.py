@@ -1,1 +1,1 @@
-from . import mask2former_decoder, maskformer_decoder
+from . import mask2former_decoder, maskformer_decoder, video_mask2former_decoder

@@ -1,8 +1,9 @@
-"""Pieces shared by both transformer decoders: config reading and output packing."""
-from typing import Dict, List, Optional
+"""Pieces shared by the transformer decoders: config reading, output packing, resizing."""
+from typing import Dict, List, Optional, Tuple
 
 import fvcore.nn.weight_init as weight_init
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from detectron2.layers import Conv2d
 
@@ -41,3 +42,11 @@ def pack_outputs(classes: Optional[List[Tensor]], masks: List[Tensor]) -> Dict:
         out["pred_logits"] = classes[-1]
         out["aux_outputs"] = [{"pred_logits": c, "pred_masks": m} for c, m in zip(classes[:-1], masks[:-1])]
     return out
+
+
+def resize_bilinear(maps: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Bilinear resizing (``align_corners=False``) of the last two dimensions of ``[N, C, ..., H, W]`` maps
+    (image ``[B, Q, H, W]`` or video ``[B, Q, T, H, W]`` masks and features) to ``size``; each ``H x W`` map is
+    resized alone, as ``F.interpolate`` does the channels of a 4-d input."""
+    resized = F.interpolate(maps.flatten(0, -4), size=size, mode="bilinear", align_corners=False)
+    return resized.view(*maps.shape[:-2], *resized.shape[-2:])

@@ -1,9 +1,8 @@
 """Mask2Former's transformer decoder: masked attention over three scales, round-robin."""
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from detectron2.config import configurable
 
@@ -16,10 +15,9 @@ from ..layers import (
     SelfAttentionLayer,
     joined_mask_logits,
     joins_mask_logits,
-    mask_logits,
     mask_logits_reference,
 )
-from .common import decoder_config, input_projection, pack_outputs
+from .common import decoder_config, input_projection, pack_outputs, resize_bilinear
 
 
 @TRANSFORMER_DECODER_REGISTRY.register()
@@ -103,15 +101,29 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             dict with ``pred_logits [B, Q, K+1]``, ``pred_masks [B, Q, H, W]`` and ``aux_outputs``
             (in training, the ``DEC_LAYERS - 1`` earlier predictions; in eval, empty).
         """
-        if len(x) != self.num_feature_levels:
-            raise ValueError(f"MultiScaleMaskedTransformerDecoder needs {self.num_feature_levels} feature maps, got {len(x)}")
-        sizes = [tuple(f.shape[-2:]) for f in x]
-        # [HW, B, C] per level
+        _, predictions_class, predictions_mask = self.decode(x, mask_features)
+        return pack_outputs(predictions_class, predictions_mask)
+
+    def memory(self, x: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
+        """What the queries attend to: per level, the projected features plus the level embedding, and their
+        position encodings, both ``[h_l * w_l, B, C]``."""
         pos = [self.pe_layer(f, None).flatten(2).permute(2, 0, 1) for f in x]
         src = [
             (proj(f).flatten(2) + self.level_embed.weight[i][None, :, None]).permute(2, 0, 1)
             for i, (proj, f) in enumerate(zip(self.input_proj, x))
         ]
+        return src, pos
+
+    def decode(self, x: List[Tensor], mask_features: Tensor) -> Tuple[Tensor, List[Tensor], List[Tensor]]:
+        """The decoder's layers: the last layer's queries ``[Q, B, C]`` and every supervised layer's class and
+        mask logits (in eval, the last layer's only). ``mask_features`` is whatever :meth:`query_mask_logits`
+        takes."""
+        if len(x) != self.num_feature_levels:
+            raise ValueError(
+                f"{type(self).__name__} needs {self.num_feature_levels} feature maps, got {len(x)}"
+            )
+        sizes = [tuple(f.shape[-2:]) for f in x]
+        src, pos = self.memory(x)
         batch = src[0].shape[1]
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
@@ -135,7 +147,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             predictions_class, predictions_mask = predictions_class[-1:], predictions_mask[-1:]
         elif self.joins_mask_logits(mask_features):
             predictions_mask = joined_mask_logits(mask_features, mask_embeds, predictions_mask)
-        return pack_outputs(predictions_class, predictions_mask)
+        return output, predictions_class, predictions_mask
 
     def prediction_heads(self, mask_features: Tensor, sizes):
         """``heads(output, level, final) -> (class logits, mask embeddings, mask logits, attention mask at
@@ -150,13 +162,13 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             return lambda output, level, final: self.forward_prediction_heads(
                 output, mask_features, None if final else sizes[level]
             )
-        resized = [F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False) for size in sizes]
+        resized = [resize_bilinear(mask_features, size) for size in sizes]
 
         def heads(output, level, final):
             if final:
                 return self.forward_prediction_heads(output, mask_features, None)
             mask_embed = self.mask_embed(self.decoder_norm(output).transpose(0, 1))
-            return None, None, None, self.attention_mask(mask_logits(mask_embed, resized[level]))
+            return None, None, None, self.attention_mask(self.query_mask_logits(mask_embed, resized[level]))
 
         return heads
 
@@ -165,8 +177,12 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         runs once for all layers."""
         return self.training and joins_mask_logits(mask_features)
 
+    def query_mask_logits(self, embed: Tensor, mask_features: Tensor) -> Tensor:
+        """The queries' mask logits: ``[B, Q, C]`` embeddings x ``[B, C, H, W]`` features -> ``[B, Q, H, W]``."""
+        return mask_logits_reference(embed, mask_features)
+
     def attention_mask(self, mask_logits: Tensor) -> Tensor:
-        """``[B, Q, h, w]`` mask logits -> ``[B * heads, Q, h*w]`` bool, True = background (not attended).
+        """``[B, Q, *spatial]`` mask logits -> ``[B * heads, Q, prod(spatial)]`` bool, True = background (not attended).
         A query whose mask is empty at this scale attends everywhere (decided before the copy per head)."""
         # sigmoid(x) < 0.5  <=>  x < 0
         background = mask_logits.flatten(2).detach() < 0
@@ -183,8 +199,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         classes = self.class_embed(decoded)
         embed = self.mask_embed(decoded)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.joins_mask_logits(mask_features)):
-            masks = mask_logits_reference(embed, mask_features)
+            masks = self.query_mask_logits(embed, mask_features)
         if attn_mask_target_size is None:
             return classes, embed, masks, None
-        resized = F.interpolate(masks, size=attn_mask_target_size, mode="bilinear", align_corners=False)
-        return classes, embed, masks, self.attention_mask(resized)
+        return classes, embed, masks, self.attention_mask(resize_bilinear(masks, attn_mask_target_size))
