@@ -202,9 +202,9 @@ def _config_error(source: str, error: Exception) -> ConfigError:
 
 def build_config(config_file: str = "", opts: Sequence[str] = (), *, freeze: bool = True) -> CfgNode:
     """
-    detectron2's default config with the DeepLab and MaskFormer keys, merged with ``config_file``
-    (upstream MaskFormer / Mask2Former YAML files work unchanged) and the ``opts`` overrides
-    (``["KEY", "VALUE", ...]``).
+    detectron2's default config with the DeepLab, MaskFormer and video keys, merged with ``config_file``
+    (upstream MaskFormer / Mask2Former YAML files, image and video, work unchanged) and the ``opts``
+    overrides (``["KEY", "VALUE", ...]``).
 
     ``MODEL.DEVICE`` "cuda" (the default) becomes "cpu", with a warning, where CUDA is not
     available.
@@ -216,6 +216,7 @@ def build_config(config_file: str = "", opts: Sequence[str] = (), *, freeze: boo
     cfg = get_cfg()
     add_deeplab_config(cfg)
     add_maskformer2_config(cfg)
+    add_maskformer2_video_config(cfg)
     if config_file:
         if not os.path.isfile(config_file):
             raise ConfigError(f"config file {config_file!r} does not exist")

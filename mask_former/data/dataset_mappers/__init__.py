@@ -1,7 +1,14 @@
 """Training dataset mappers of MaskFormer / Mask2Former, chosen by ``cfg.INPUT.DATASET_MAPPER_NAME``
 through :data:`DATASET_MAPPER_REGISTRY` (see :func:`build_dataset_mapper`)."""
 from .augmentations import ColorAugSSD, ColorAugSSDTransform
-from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from .build import (
+    CLIP_MAPPERS,
+    DATASET_MAPPER_REGISTRY,
+    build_dataset_mapper,
+    build_test_mapper,
+    build_train_mapper,
+    clip_mapper_name,
+)
 from .clip_augmentations import ClipLevel, augment_clip, build_clip_augmentations
 from .coco_lsj_dataset_mappers import (
     COCOInstanceNewBaselineDatasetMapper,
@@ -14,6 +21,7 @@ from .mask_former_semantic_dataset_mapper import MaskFormerSemanticDatasetMapper
 from .ytvis_dataset_mapper import YTVISDatasetMapper
 
 __all__ = [
+    "CLIP_MAPPERS",
     "COCOInstanceNewBaselineDatasetMapper",
     "COCOPanopticNewBaselineDatasetMapper",
     "ClipLevel",
@@ -28,4 +36,7 @@ __all__ = [
     "augment_clip",
     "build_clip_augmentations",
     "build_dataset_mapper",
+    "build_test_mapper",
+    "build_train_mapper",
+    "clip_mapper_name",
 ]
