@@ -180,11 +180,12 @@ def add_maskformer2_video_config(cfg):
     # plus every track's low-resolution mask logits. 0 decodes the whole video at once (upstream); so does a
     # window as long as the video, with upstream's outputs.
     test.WINDOW_SIZE = 0
-    # Frames that go through the backbone and the pixel decoder together at inference: features are made in
-    # chunks of this many frames and joined for the transformer decoder, so that the backbone's large
-    # intermediate maps exist for one chunk only. The same outputs up to float rounding (each frame is
-    # computed alone by these layers). 0 runs every frame (of a window) at once, as upstream.
-    test.FRAME_CHUNK_SIZE = 0
+    # Frames that go through the backbone and the pixel decoder together at inference, and whose masks are
+    # upsampled together: features are made in chunks of this many frames and joined for the transformer
+    # decoder, so that the backbone's large intermediate maps exist for one chunk only. The same outputs up
+    # to float rounding (these layers compute each frame alone). 0 runs every frame (of a window) at once,
+    # as upstream.
+    test.FRAME_CHUNK_SIZE = 4
     return cfg
 
 

@@ -9,6 +9,7 @@ def base_cfg():
     cfg = get_cfg()
     add_deeplab_config(cfg)
     mask_former.add_maskformer2_config(cfg)
+    mask_former.add_maskformer2_video_config(cfg)
     return cfg
 
 
