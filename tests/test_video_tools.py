@@ -103,6 +103,20 @@ def test_train_net_video_alias_runs_upstreams_command(trained, video_root):
     assert (output / "inference" / "results.json").is_file()
 
 
+def test_video_quickstart_runs_end_to_end_and_checks_learning(video_root, tmp_path):
+    """Two iterations only: every stage runs, the visualization video has the first validation video's frames,
+    and the run fails since nothing was learned."""
+    quickstart = load_script(REPO / "tools" / "quickstart.py")
+    output = tmp_path / "out"
+    opts = [*TINY_OPTS, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(output)]
+    assert quickstart.main(["--video", "--num-images", "1", "--opts", *opts]) == 1
+    frames, fps = read_video_frames(output / "visualization.mp4")
+    first_video = json.loads((video_root / "val.json").read_text())["videos"][0]
+    assert len(frames) == first_video["length"] and fps == pytest.approx(quickstart.VISUALIZATION_FPS)
+    assert frames[0].shape == (3 * 48, 2 * 3 * 64, 3)  # input | instances, 3 times larger
+    assert (output / "model_final.pth").is_file()
+
+
 def test_clip_mappers_are_chosen_by_the_dataset(video_root):
     cfg = build_config(str(QUICKSTART_CONFIG), TINY_OPTS)
     assert clip_mapper_name(["demo_shapes_video_train", "ytvis_2019_train", "ovis_train"]) == "ytvis"
