@@ -1,6 +1,6 @@
 PY := .venv/bin/python
 
-.PHONY: setup test quickstart
+.PHONY: setup test quickstart quickstart-video
 
 # Create .venv with torch, detectron2 and mask_former (idempotent).
 setup:
@@ -17,3 +17,7 @@ test: setup
 # The whole pipeline on the built-in demo dataset.
 quickstart: setup
 	$(PY) tools/quickstart.py
+
+# The same for video instance segmentation (Mask2Former-VIS) on the built-in demo video dataset.
+quickstart-video: setup
+	$(PY) tools/quickstart.py --video

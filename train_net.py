@@ -14,6 +14,8 @@ Examples::
     python train_net.py --config-file CONFIG --resume
     # evaluate a checkpoint (it must initialize every parameter: see --allow-random-weights)
     python train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+    # video instance segmentation (Mask2Former-VIS; train_net_video.py is the same command)
+    python train_net.py --config-file configs/quickstart/video_mask2former_demo_shapes.yaml
     # your own data: register the splits of a dataset description file (README, "Your own data")
     python train_net.py --config-file CONFIG --dataset mydata.yaml DATASETS.TRAIN "('mydata_train',)" ...
 """

@@ -15,7 +15,6 @@ MODEL.WEIGHTS must initialize every parameter of the model; ``--allow-random-wei
 untrained model anyway.
 """
 import argparse
-import glob
 import logging
 import os
 import sys
@@ -38,18 +37,19 @@ from mask_former.data.datasets.custom import (  # noqa: E402
     check_config,
     register_dataset_descriptions,
 )
+from mask_former.engine.demo_files import (  # noqa: E402
+    IMAGE_EXTENSIONS,
+    VIDEO_CODECS,
+    expand_inputs,
+    open_video_writer,
+    show,
+)
 from mask_former.engine.predictor import TASKS, VisualizationDemo  # noqa: E402
-from mask_former.errors import ConfigError  # noqa: E402
+from mask_former.engine.video_predictor import VIDEO_META_ARCHITECTURES  # noqa: E402
+from mask_former.errors import ConfigError, DemoError  # noqa: E402
 from mask_former.export import load_exported  # noqa: E402
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
-"""Extension of ``--output`` for a video -> OpenCV fourcc of the written video."""
 WINDOW_NAME = "MaskFormer demo"
-
-
-class DemoError(Exception):
-    """A user error (missing file, unreadable image, bad output path); its message says which."""
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -109,17 +109,6 @@ class ExportedBatchPredictor:
         return [self.predict(image) for image in images]
 
 
-def expand_inputs(patterns: List[str]) -> List[str]:
-    """The files named by ``--input``: existing paths as given, other arguments as glob patterns."""
-    paths = []
-    for pattern in patterns:
-        matches = [pattern] if os.path.exists(pattern) else sorted(glob.glob(os.path.expanduser(pattern)))
-        if not matches:
-            raise DemoError(f"--input {pattern!r}: no such file, and no file matches it as a pattern")
-        paths.extend(matches)
-    return paths
-
-
 def output_path_of(output: str, input_path: str, num_inputs: int) -> str:
     """The drawing's path: ``output`` itself for a single image and an image file name, otherwise
     a file named as the input inside the folder ``output``."""
@@ -128,15 +117,6 @@ def output_path_of(output: str, input_path: str, num_inputs: int) -> str:
         return output
     os.makedirs(output, exist_ok=True)
     return os.path.join(output, os.path.basename(input_path))
-
-
-def show(image_bgr) -> bool:
-    """Show a frame in a window; False once the user pressed Esc."""
-    try:
-        cv2.imshow(WINDOW_NAME, image_bgr)
-    except cv2.error as e:
-        raise DemoError("cannot open a window here (no display, or opencv-python-headless): pass --output") from e
-    return cv2.waitKey(1) != 27
 
 
 def run_on_images(demo: VisualizationDemo, paths: List[str], output: str) -> None:
@@ -150,19 +130,8 @@ def run_on_images(demo: VisualizationDemo, paths: List[str], output: str) -> Non
         if output:
             drawing.save(output_path_of(output, path, len(paths)))
         else:
-            show(drawing.get_image()[:, :, ::-1])
+            show(WINDOW_NAME, drawing.get_image()[:, :, ::-1])
             cv2.waitKey(0)
-
-
-def open_video_writer(path: str, fps: float, width: int, height: int) -> cv2.VideoWriter:
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in VIDEO_CODECS:
-        raise DemoError(f"--output {path!r}: a video is written as one of {sorted(VIDEO_CODECS)}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*VIDEO_CODECS[extension]), fps, (width, height))
-    if not writer.isOpened():
-        raise DemoError(f"cannot write the video {path!r}")
-    return writer
 
 
 def run_on_video(demo: VisualizationDemo, video_path: str, output: str) -> None:
@@ -178,7 +147,7 @@ def run_on_video(demo: VisualizationDemo, video_path: str, output: str) -> None:
         for frame in demo.run_on_video(video, num_frames):
             if writer is not None:
                 writer.write(frame)
-            elif not show(frame):
+            elif not show(WINDOW_NAME, frame):
                 break
     finally:
         video.release()
@@ -192,7 +161,7 @@ def run_on_webcam(demo: VisualizationDemo) -> None:
         raise DemoError("cannot open the webcam")
     try:
         for frame in demo.run_on_video(camera):
-            if not show(frame):
+            if not show(WINDOW_NAME, frame):
                 break
     finally:
         camera.release()
@@ -206,6 +175,11 @@ def run(args) -> None:
     register_dataset_descriptions(args.dataset)
     cfg = build_config(args.config_file, args.opts + ([] if args.exported else random_weights_opts(args)))
     check_config(cfg)
+    if cfg.MODEL.META_ARCHITECTURE in VIDEO_META_ARCHITECTURES:
+        raise DemoError(
+            f"--config-file {args.config_file!r}: {cfg.MODEL.META_ARCHITECTURE} is a video model, "
+            "run demo/demo_video.py"
+        )
     predictor = ExportedBatchPredictor(args.exported) if args.exported else None
     demo = VisualizationDemo(cfg, task=args.task, confidence_threshold=args.confidence_threshold, predictor=predictor)
     if paths:

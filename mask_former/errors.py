@@ -8,6 +8,7 @@ __all__ = [
     "ConfigError",
     "DatasetDescriptionError",
     "DatasetFileError",
+    "DemoError",
     "HuggingFaceConversionError",
     "IncompleteCheckpointError",
     "MissingWeightsError",
@@ -45,6 +46,11 @@ class DatasetFileError(ValueError):
         self.path, self.record, self.key = path, record, key
         where = "".join(f": {part}" for part in (record, f"key {key!r}" if key else None) if part)
         super().__init__(f"{path}{where}: {problem}")
+
+
+class DemoError(ValueError):
+    """An input or output of a demo that cannot be used (missing, unreadable, of another size, no window to
+    show in); the message names the file or the option."""
 
 
 class CheckpointError(ValueError):

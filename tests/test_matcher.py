@@ -184,9 +184,11 @@ def test_bad_input_raises():
         HungarianMatcher(cost_class=0, cost_mask=0, cost_dice=0)
     torch.manual_seed(0)
     outputs, targets = _batch([2])
-    targets[0]["labels"] = torch.tensor([1, 4])
-    with pytest.raises(ValueError, match=r"labels \[1, 4\] must be in \[0, 4\)"):
+    targets[0]["labels"] = torch.tensor([1, 5])
+    with pytest.raises(ValueError, match=r"labels \[1, 5\] must be in \[0, 4\]"):
         HungarianMatcher(num_points=8)(outputs, targets)
+    targets[0]["labels"] = torch.tensor([1, 4])  # "no object", as upstream's video targets give an absent instance
+    assert [len(i) for i, _ in HungarianMatcher(num_points=8)(outputs, targets)] == [2]
     with pytest.raises(ValueError, match="2 targets for a batch of 1"):
         HungarianMatcher(num_points=8)(outputs, targets * 2)
 

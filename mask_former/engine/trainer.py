@@ -12,6 +12,7 @@ import weakref
 from collections import OrderedDict
 from typing import Dict, List, Optional
 
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import DatasetEvaluator, verify_results
 from detectron2.projects.deeplab import build_lr_scheduler
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..checkpoint import MaskFormerCheckpointer
 from ..config import uses_cuda
-from ..data.dataset_mappers import build_dataset_mapper
+from ..data.dataset_mappers import build_test_mapper, build_train_mapper
 from ..evaluation import build_evaluator
 from .optimizer import build_optimizer
 from .rng import derive_seed, seed_rngs
@@ -68,9 +69,10 @@ class Trainer(TrainerBase):
     The trainer of MaskFormer / Mask2Former, with ``DefaultTrainer``'s interface (``build_*`` class
     methods to override, ``resume_or_load``, ``train``, ``test``).
 
-    - Training data: the dataset mapper named ``INPUT.DATASET_MAPPER_NAME``, through
-      :func:`build_train_loader` (a stream that is a function of the seed and the iteration).
-      Evaluation data: detectron2's test loader (``DatasetMapper``).
+    - Training data: the dataset mapper named ``INPUT.DATASET_MAPPER_NAME`` (video datasets: the clip
+      mapper, see ``CLIP_MAPPERS``), through :func:`build_train_loader` (a stream that is a function of the
+      seed and the iteration). Evaluation data: detectron2's test loader (``DatasetMapper``; video
+      datasets: the clip mapper with ``is_train=False``).
     - Optimizer: :func:`build_optimizer`; LR schedule: detectron2's, with DeepLab's ``WarmupPolyLR``.
     - Evaluators: :func:`build_evaluator` by the datasets' ``evaluator_type``; ``TEST.AUG.ENABLED``:
       :meth:`test_with_TTA`.
@@ -208,13 +210,17 @@ class Trainer(TrainerBase):
     # detectron2's class methods, reused as they are: they call this class's build_* methods.
     auto_scale_workers = staticmethod(DefaultTrainer.auto_scale_workers)
     build_model = classmethod(DefaultTrainer.build_model.__func__)
-    build_test_loader = classmethod(DefaultTrainer.build_test_loader.__func__)
     test = classmethod(DefaultTrainer.test.__func__)
 
     @classmethod
     def build_train_loader(cls, cfg, seed: Optional[int] = None) -> IterationDataLoader:
-        mapper = build_dataset_mapper(cfg, is_train=True)
+        mapper = build_train_mapper(cfg)
         return build_train_loader(cfg, mapper, seed=training_seed(cfg) if seed is None else seed)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        """detectron2's test loader, with the clip mapper of a video dataset (see ``build_test_mapper``)."""
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg, dataset_name))
 
     @classmethod
     def build_optimizer(cls, cfg, model: nn.Module):

@@ -320,7 +320,10 @@ def _check_target(labels: torch.Tensor, masks: torch.Tensor, num_classes: int) -
             f"HungarianMatcher: target 'masks' must have shape (N, H, W) (video: (N, T, H, W)) with N = "
             f"len(labels) = {len(labels)}, got {tuple(masks.shape)}"
         )
-    if len(labels) and not bool(((labels >= 0) & (labels < num_classes)).all()):
+    # K itself is "no object", a class of the logits: upstream's video targets take an instance's label from the
+    # last sampled frame, where an instance absent from that frame has class K (matched as "no object").
+    if len(labels) and not bool(((labels >= 0) & (labels <= num_classes)).all()):
         raise ValueError(
-            f"HungarianMatcher: target labels {labels.tolist()} must be in [0, {num_classes})"
+            f"HungarianMatcher: target labels {labels.tolist()} must be in [0, {num_classes}] "
+            f"({num_classes}: no object)"
         )

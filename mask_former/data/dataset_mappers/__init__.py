@@ -5,7 +5,14 @@ through :data:`DATASET_MAPPER_REGISTRY` (see :func:`build_dataset_mapper`). They
 and ``targets``."""
 from .augmentations import ColorAugSSD, ColorAugSSDTransform, RandomPipeline
 from .base import BaseDatasetMapper
-from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from .build import (
+    CLIP_MAPPERS,
+    DATASET_MAPPER_REGISTRY,
+    build_dataset_mapper,
+    build_test_mapper,
+    build_train_mapper,
+    clip_mapper_name,
+)
 from .clip_augmentations import ClipLevel, augment_clip, build_clip_augmentations
 from .coco_lsj_dataset_mappers import (
     COCOInstanceNewBaselineDatasetMapper,
@@ -19,6 +26,7 @@ from .ytvis_dataset_mapper import YTVISDatasetMapper
 
 __all__ = [
     "BaseDatasetMapper",
+    "CLIP_MAPPERS",
     "COCOInstanceNewBaselineDatasetMapper",
     "COCOPanopticNewBaselineDatasetMapper",
     "ClipLevel",
@@ -34,4 +42,7 @@ __all__ = [
     "augment_clip",
     "build_clip_augmentations",
     "build_dataset_mapper",
+    "build_test_mapper",
+    "build_train_mapper",
+    "clip_mapper_name",
 ]

@@ -1,7 +1,8 @@
-"""The registry of training dataset mappers and its builder."""
-from typing import Any, Callable, Dict, TypeVar
+"""The registry of training dataset mappers and the builders of a config's training and test mappers."""
+from typing import Any, Callable, Dict, Optional, Sequence, TypeVar
 
 from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog
 from detectron2.utils.registry import Registry
 
 from ...compat import register_under_name
@@ -41,17 +42,56 @@ lists of frames and of per-frame ``Instances``; it also builds inference clips (
 """
 
 
-def build_dataset_mapper(cfg: CfgNode, is_train: bool = True) -> Callable[[Dict[str, Any]], Dict[str, Any]]:
-    """Build the dataset mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``.
+CLIP_MAPPERS: Dict[str, str] = {"ytvis": "ytvis"}
+"""``evaluator_type`` of the video datasets -> the registered mapper that reads their videos as clips, in
+training and at test time (``is_train=False``), whatever ``INPUT.DATASET_MAPPER_NAME`` says: upstream's video
+configs do not set it. The datasets of other types are read by ``INPUT.DATASET_MAPPER_NAME`` in training and
+by detectron2's ``DatasetMapper`` at test time."""
+
+
+def clip_mapper_name(dataset_names: Sequence[str]) -> Optional[str]:
+    """The clip mapper that reads these datasets (:data:`CLIP_MAPPERS`), or None for image datasets.
+
+    Raises:
+        ValueError: the datasets mix video and image datasets, or videos needing different mappers.
+    """
+    types = {name: MetadataCatalog.get(name).get("evaluator_type") for name in dataset_names}
+    mappers = {CLIP_MAPPERS.get(evaluator_type) for evaluator_type in types.values()}
+    if len(mappers) > 1:
+        raise ValueError(
+            f"The datasets {list(dataset_names)} cannot be read by one mapper: their evaluator types are {types} "
+            f"(video datasets are read by the clip mappers {CLIP_MAPPERS}, the others by INPUT.DATASET_MAPPER_NAME)"
+        )
+    return mappers.pop() if mappers else None
+
+
+def build_train_mapper(cfg: CfgNode) -> Callable:
+    """The training mapper of ``DATASETS.TRAIN``: its clip mapper for video datasets (:data:`CLIP_MAPPERS`),
+    else the one named by ``INPUT.DATASET_MAPPER_NAME``."""
+    return build_dataset_mapper(cfg, is_train=True, name=clip_mapper_name(cfg.DATASETS.TRAIN))
+
+
+def build_test_mapper(cfg: CfgNode, dataset_name: str) -> Optional[Callable]:
+    """The test mapper of ``dataset_name``: its clip mapper (``is_train=False``: every frame, no targets) for
+    a video dataset, None for an image dataset (detectron2's test loader then uses its ``DatasetMapper``)."""
+    name = clip_mapper_name([dataset_name])
+    return None if name is None else build_dataset_mapper(cfg, is_train=False, name=name)
+
+
+def build_dataset_mapper(
+    cfg: CfgNode, is_train: bool = True, name: Optional[str] = None
+) -> Callable[[Dict[str, Any]], Dict[str, Any]]:
+    """Build the dataset mapper named ``name``, by default ``cfg.INPUT.DATASET_MAPPER_NAME``.
 
     Args:
         cfg: a config with the MaskFormer keys (see ``add_maskformer2_config``).
-        is_train: passed to the mapper; the registered mappers accept only True.
+        is_train: passed to the mapper; the image mappers accept only True.
+        name: a registered mapper's name; None reads ``cfg.INPUT.DATASET_MAPPER_NAME``.
 
     Returns:
         A callable mapping one dataset dict to the model's input dict.
     """
-    name = cfg.INPUT.DATASET_MAPPER_NAME
+    name = name or cfg.INPUT.DATASET_MAPPER_NAME
     if name not in DATASET_MAPPER_REGISTRY:
         known = ", ".join(sorted(registered for registered, _ in DATASET_MAPPER_REGISTRY))
         raise ValueError(
