@@ -11,11 +11,15 @@ from helpers import cpu_sized_cfg
 from mask_former.engine.optimizer import build_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# The video configs (youtubevis_*) build the video model, trained on clips by tests/test_video_configs_train.py.
-PATHS = sorted(
-    p for p in CONFIGS.rglob("*.yaml")
-    if not p.name.startswith("Base-") and not p.relative_to(CONFIGS).parts[0].startswith("youtubevis_")
-)
+
+
+def is_video_config(path: Path) -> bool:
+    """The video configs (youtubevis_*, the video quickstart's) build the video model, trained on clips by
+    tests/test_video_configs_train.py and tests/test_video_tools.py."""
+    return path.relative_to(CONFIGS).parts[0].startswith("youtubevis_") or path.name.startswith("video_")
+
+
+PATHS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-") and not is_video_config(p))
 SIZE = 64
 
 
