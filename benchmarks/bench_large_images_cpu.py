@@ -9,7 +9,8 @@ For each size (512x512, 1024x1024, 1024x2048; 2048x2048 with ``--with-2048``; or
 each path (ours, and upstream's with ``--upstream``), one fresh subprocess builds the model on the same random
 weights (built once here and saved to a temporary file), runs ``--warmup`` untimed and ``--runs`` timed
 inferences of one image of that size with the config's semantic / panoptic / instance inference, and reports
-the median seconds and the process's peak RSS (the whole process: interpreter, weights and the inference; and
+the median seconds (wall clock, and the process's CPU time, all threads together: the steadier of the two on a
+shared machine) and the process's peak RSS (the whole process: interpreter, weights and the inference; and
 above its RSS once the model is built). Upstream is imported and built as ``bench_train_cpu.py`` does it (its
 MSDeformAttn runs its PyTorch version; ours runs the default implementation).
 
@@ -72,16 +73,17 @@ def worker(args):
     image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     inputs = [{"image": image, "height": height, "width": width}]
     built = rss_bytes()
-    times = []
+    times, cpu_times = [], []
     with torch.no_grad():
         for i in range(args.warmup + args.runs):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             model(inputs)
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
+                cpu_times.append(time.process_time() - cpu_start)
     peak = peak_rss_bytes()
-    result = {"seconds": statistics.median(times), "peak_rss_mib": peak / MIB,
-              "peak_above_built_mib": (peak - built) / MIB}
+    result = {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu_times),
+              "peak_rss_mib": peak / MIB, "peak_above_built_mib": (peak - built) / MIB}
     print("RESULT " + json.dumps(result))
 
 
@@ -108,22 +110,23 @@ def run_worker(args, size, upstream: bool, weights: str):
 def print_tables(args, results):
     """``results[(path, size)]`` -> the worker's result."""
     paths = ["ours"] + (["upstream"] if args.upstream else [])
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    threads = args.threads or torch.get_num_threads()
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} threads"
     print(f"{args.config_file}, torch {torch.__version__}, {machine}, median of {args.runs} run(s)")
-    header = "| size | path | median s | peak RSS MiB | peak above built MiB |"
+    header = "| size | path | median s | median CPU s | peak RSS MiB | peak above built MiB |"
     if args.upstream:
-        header += " speed-up over upstream | peak RSS / upstream's |"
+        header += " speed-up over upstream | CPU time speed-up | peak RSS / upstream's |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for size in args.sizes:
         for path in paths:
             r = results[(path, size)]
-            row = (f"| {size[0]}x{size[1]} | {path} | {r['seconds']:.3f} | {r['peak_rss_mib']:.0f} "
-                   f"| {r['peak_above_built_mib']:.0f} |")
+            row = (f"| {size[0]}x{size[1]} | {path} | {r['seconds']:.3f} | {r['cpu_seconds']:.3f} "
+                   f"| {r['peak_rss_mib']:.0f} | {r['peak_above_built_mib']:.0f} |")
             if args.upstream:
                 up = results[("upstream", size)]
-                row += (f" {up['seconds'] / r['seconds']:.2f}x | {r['peak_rss_mib'] / up['peak_rss_mib']:.2f}x |"
-                        if path == "ours" else " | |")
+                row += (f" {up['seconds'] / r['seconds']:.2f}x | {up['cpu_seconds'] / r['cpu_seconds']:.2f}x "
+                        f"| {r['peak_rss_mib'] / up['peak_rss_mib']:.2f}x |" if path == "ours" else " | | |")
             print(row)
     first = args.sizes[0]
     print()
