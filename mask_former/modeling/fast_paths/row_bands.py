@@ -6,11 +6,11 @@ task on the whole tensors, with ``[Q, H, W]``-sized temporaries of its own (the 
 made float). Fast path: :func:`row_band_inference`, the same tasks on bands of rows of those logits, which are
 made one band at a time (see :class:`BandSource`); each task writes its rows of its outputs (``sem_seg``, the
 panoptic owner map, the instances' float masks) or adds to its sums over the pixels (the panoptic areas, the
-instances' mask scores). Memory holds the outputs and one band; the outputs are what the reference makes too.
+instances' mask scores). Memory holds the outputs, which the reference makes too, and one band.
 
 The same results: the logits' rows are bit-identical to the reference's, every per-pixel value and count is
-computed as there, and the sums over pixels (``sem_seg``'s matrix product is per pixel; the instances' mask
-scores are sums) differ only in the order of the additions. Picked by :func:`uses_row_bands`.
+computed as there, ``sem_seg`` is the same matrix product a band of columns at a time, and the instances' mask
+scores add the same dot products a band at a time (in float64). Picked by :func:`uses_row_bands`.
 """
 from typing import Dict, Tuple
 
