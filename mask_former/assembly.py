@@ -56,24 +56,38 @@ def assemble_panoptic(
     return segment_id[owner], segments_info
 
 
-def assemble_instances(
-    pair_scores: np.ndarray, mask_scores: np.ndarray, top: np.ndarray, *, num_classes: int, thing_classes=None
+def instance_pairs(
+    top: np.ndarray, *, num_classes: int, thing_classes=None
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The instances of the top (query, class) pairs ``top`` (indices into ``pair_scores [Q * K]``).
-
-    Score = class probability times the query's ``mask_scores``. For panoptic models
-    (``thing_classes`` given) pairs of stuff classes are dropped; the order is kept.
+    """The instances' (query, class) pairs of the top pairs ``top`` (indices into the ``[Q * K]`` pairs): for
+    panoptic models (``thing_classes`` given) those of stuff classes are dropped; the order is kept. They depend on
+    the class scores alone, so they are known before any mask is scored.
 
     Returns:
-        ``scores`` ``[N]``, ``pred_classes`` int64 ``[N]`` and ``pair_query`` int64 ``[N]`` (the
+        ``top`` ``[N]`` (the pairs kept), ``pred_classes`` int64 ``[N]`` and ``pair_query`` int64 ``[N]`` (the
         query whose mask each instance takes).
     """
     pred_classes = top % num_classes
     if thing_classes is not None:
         top = top[np.isin(pred_classes, np.asarray(sorted(int(c) for c in thing_classes), dtype=np.int64))]
         pred_classes = top % num_classes
-    pair_query = top // num_classes
-    return pair_scores[top] * mask_scores[pair_query], pred_classes.astype(np.int64), pair_query.astype(np.int64)
+    return top, pred_classes.astype(np.int64), (top // num_classes).astype(np.int64)
+
+
+def assemble_instances(
+    pair_scores: np.ndarray, mask_scores: np.ndarray, top: np.ndarray, *, num_classes: int, thing_classes=None
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The instances of the top (query, class) pairs ``top`` (indices into ``pair_scores [Q * K]``), those of
+    :func:`instance_pairs`.
+
+    Score = class probability times the query's ``mask_scores``.
+
+    Returns:
+        ``scores`` ``[N]``, ``pred_classes`` int64 ``[N]`` and ``pair_query`` int64 ``[N]`` (the
+        query whose mask each instance takes).
+    """
+    top, pred_classes, pair_query = instance_pairs(top, num_classes=num_classes, thing_classes=thing_classes)
+    return pair_scores[top] * mask_scores[pair_query], pred_classes, pair_query
 
 
 def torch_cpu_topk_indices(values: np.ndarray, k: int) -> np.ndarray:

@@ -81,11 +81,12 @@ def test_v1_model_merges_panoptic_by_argmax_alone(monkeypatch):
 
     calls = []
 
-    def record(*args, **kwargs):
-        calls.append(kwargs["require_mask_confidence"])
-        return None, []
+    def record(*args, tasks, **kwargs):
+        calls.append(tasks.require_mask_confidence)
+        return {}
 
-    monkeypatch.setattr(meta, "panoptic_inference", record)
+    # Both inference paths (row bands in eager inference, the reference otherwise) read the rule from the tasks.
+    monkeypatch.setattr(meta, "row_band_inference", record)
     for recipe in ("maskformer", "mask2former"):
         cfg = v1_cfg()
         cfg.MODEL.MASK_FORMER.RECIPE = recipe

@@ -1,17 +1,106 @@
 """Turn one image's (class logits, mask logits) pairs into semantic, panoptic and instance results.
 
-The panoptic and instance results run on the kept queries in eager inference: see
+:func:`full_size_inference` is the whole of it for one image, on the mask logits resized at once to the size the
+tasks run at; :mod:`mask_former.modeling.fast_paths.row_bands` computes the same a band of rows at a time in eager
+inference. The panoptic and instance results run on the kept queries in eager inference: see
 :mod:`mask_former.modeling.fast_paths.kept_queries` for those fast paths and their references.
 """
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import torch
+from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
 from torch.nn import functional as F
 
 from ..assembly import assemble_instances, assemble_panoptic
 from .fast_paths.kept_queries import mean_inside_probability, panoptic_stage, query_mask_scores
+
+
+@dataclass(frozen=True)
+class InferenceTasks:
+    """The results inference makes of an image and their settings (the meta-architecture's test options).
+
+    Attributes:
+        num_classes: K.
+        semantic, panoptic, instance: which results are made.
+        resize_before_inference: the mask logits are resized to the output size before the tasks run
+            (``SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE``, or panoptic / instance on); else the tasks run at the
+            padded size and only ``sem_seg`` is resized.
+        object_mask_threshold, overlap_threshold, require_mask_confidence: the panoptic rule
+            (:func:`panoptic_inference`).
+        topk: the instances' (query, class) pairs (:func:`instance_inference`).
+        thing_classes: the thing classes, where panoptic inference is on (instances are then things only).
+    """
+
+    num_classes: int
+    semantic: bool
+    panoptic: bool
+    instance: bool
+    resize_before_inference: bool
+    object_mask_threshold: float
+    overlap_threshold: float
+    require_mask_confidence: bool
+    topk: int
+    thing_classes: Optional[FrozenSet[int]] = None
+
+
+def resize_to_output(result: Tensor, image_size, height: int, width: int) -> Tensor:
+    """detectron2's ``sem_seg_postprocess`` (crop the padding, resize to ``(height, width)``),
+    without the resize when the crop already has the output size: bilinear resizing to the same
+    size is the identity."""
+    if tuple(image_size) == (height, width):
+        return result[:, :height, :width]
+    return sem_seg_postprocess(result, image_size, height, width)
+
+
+def upsample_masks(mask_pred: Tensor, size) -> Tensor:
+    """``[Q, h, w]`` mask logits resized (bilinear) to ``size`` ``(H, W)``: ``[Q, H, W]``."""
+    return F.interpolate(mask_pred.unsqueeze(0), size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def full_size_inference(
+    mask_cls: Tensor, mask_pred: Tensor, *, tasks: InferenceTasks, padded_size, image_size, output_size
+) -> Dict:
+    """The reference: one image's results, the mask logits resized at once.
+
+    Args:
+        mask_cls: ``[Q, K+1]`` class logits.
+        mask_pred: ``[Q, h, w]`` mask logits of the padded image, at the mask features' resolution.
+        padded_size: ``(H_pad, W_pad)`` the padded image's size; image_size: ``(H, W)`` the image's size in it;
+        output_size: ``(height, width)`` of the results.
+
+    Returns:
+        ``sem_seg [K, height, width]``, ``panoptic_seg`` ``(ids [height, width], segments_info)`` and
+        ``instances``, those of ``tasks``.
+    """
+    mask_pred = upsample_masks(mask_pred, padded_size)
+    if tasks.resize_before_inference:
+        mask_pred = resize_to_output(mask_pred, image_size, *output_size)
+        mask_cls = mask_cls.to(mask_pred)
+    query_masks = mask_pred > 0 if tasks.instance else None
+    # In place: past the instances' masks, the logits are not needed, and a fresh [Q, H, W] costs
+    # more in page faults than the sigmoid itself.
+    mask_prob = mask_pred.sigmoid_()
+    result = {}
+    if tasks.semantic:
+        sem_seg = semantic_inference(mask_cls, mask_prob)
+        if not tasks.resize_before_inference:
+            sem_seg = resize_to_output(sem_seg, image_size, *output_size)
+        result["sem_seg"] = sem_seg
+    if tasks.panoptic:
+        result["panoptic_seg"] = panoptic_inference(
+            mask_cls, mask_prob, num_classes=tasks.num_classes, thing_classes=tasks.thing_classes,
+            object_mask_threshold=tasks.object_mask_threshold, overlap_threshold=tasks.overlap_threshold,
+            require_mask_confidence=tasks.require_mask_confidence,
+        )
+    if tasks.instance:
+        result["instances"] = instance_inference(
+            mask_cls, query_masks, mask_prob, num_classes=tasks.num_classes, topk=tasks.topk,
+            thing_classes=tasks.thing_classes,
+        )
+    return result
 
 
 def semantic_inference(mask_cls: Tensor, mask_prob: Tensor) -> Tensor:

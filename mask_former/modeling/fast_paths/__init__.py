@@ -8,6 +8,9 @@ that picks between them:
 - :mod:`.kept_queries`: panoptic and instance post-processing on the kept queries only (reference: the
   fixed-rank tensor stages on every query, which the exporter traces); picked by
   :func:`~.kept_queries.uses_kept_queries`.
+- :mod:`.row_bands`: full-resolution post-processing a band of rows at a time, memory holding the outputs and one
+  band (reference: :func:`~mask_former.modeling.postprocessing.full_size_inference` on whole ``[Q, H, W]``
+  tensors); picked by :func:`~.row_bands.uses_row_bands`.
 
 Each has a test comparing it with its reference.
 """

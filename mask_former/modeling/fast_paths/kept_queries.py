@@ -18,6 +18,7 @@ __all__ = [
     "classify_queries",
     "count_true",
     "kept_panoptic_tensors",
+    "kept_query_owners",
     "mean_inside_probability",
     "mean_inside_probability_per_query",
     "panoptic_stage",
@@ -125,17 +126,37 @@ def kept_panoptic_tensors(
         owner = torch.zeros(size, dtype=torch.int64, device=mask_prob.device)
         pixel_kept = torch.zeros_like(owner, dtype=torch.bool)
         return {"labels": labels, "keep": keep, "owner": owner, "pixel_kept": pixel_kept, **areas}
-    prob = mask_prob[kept]
+    found = kept_query_owners(mask_prob[kept], scores[kept], require_mask_confidence=require_mask_confidence)
+    for name in areas:
+        areas[name][kept] = found[name]
+    return {"labels": labels, "keep": keep, "owner": kept[found["owner"]], "pixel_kept": found["pixel_kept"], **areas}
+
+
+def kept_query_owners(prob: Tensor, kept_scores: Tensor, *, require_mask_confidence: bool) -> Dict[str, Tensor]:
+    """The pixels and areas of :func:`kept_panoptic_tensors` from the kept queries alone.
+
+    Args:
+        prob: ``[n, H, W]`` mask probabilities of the n >= 1 kept queries; kept_scores: ``[n]`` their class scores.
+
+    Returns:
+        ``owner`` int64 ``[H, W]`` (the winner, an index into the n queries), ``pixel_kept`` bool ``[H, W]``, and
+        the int64 ``[n]`` areas ``owned_areas``, ``original_areas`` and ``segment_areas``. A pixel's values read
+        its own column of ``prob`` only and the areas are sums over the pixels, so that a band of rows of ``prob``
+        gives the band's rows and its share of the areas.
+    """
     # argmax returns the first of equal maxima, so ties go to the first kept query as in the reference.
-    kept_owner = (scores[kept].view(-1, 1, 1) * prob).argmax(0)
+    owner = (kept_scores.view(-1, 1, 1) * prob).argmax(0)
     if require_mask_confidence:
-        pixel_kept = prob.gather(0, kept_owner.unsqueeze(0)).squeeze(0) >= 0.5
+        pixel_kept = prob.gather(0, owner.unsqueeze(0)).squeeze(0) >= 0.5
     else:
-        pixel_kept = torch.ones(size, dtype=torch.bool, device=mask_prob.device)
-    areas["owned_areas"][kept] = torch.bincount(kept_owner.flatten(), minlength=len(kept))
-    areas["original_areas"][kept] = count_true(prob >= 0.5)
-    areas["segment_areas"][kept] = torch.bincount(kept_owner[pixel_kept], minlength=len(kept))
-    return {"labels": labels, "keep": keep, "owner": kept[kept_owner], "pixel_kept": pixel_kept, **areas}
+        pixel_kept = torch.ones(prob.shape[1:], dtype=torch.bool, device=prob.device)
+    return {
+        "owner": owner,
+        "pixel_kept": pixel_kept,
+        "owned_areas": torch.bincount(owner.flatten(), minlength=len(prob)),
+        "original_areas": count_true(prob >= 0.5),
+        "segment_areas": torch.bincount(owner[pixel_kept], minlength=len(prob)),
+    }
 
 
 def count_true(masks: Tensor) -> Tensor:

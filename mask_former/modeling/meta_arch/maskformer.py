@@ -6,16 +6,19 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
 from detectron2.modeling.backbone import Backbone
-from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks, ImageList
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..fast_paths.frozen_bn import fold_frozen_batch_norm
+from ..fast_paths.row_bands import row_band_inference, uses_row_bands
 from ..padding import padded_size
-from ..postprocessing import instance_inference, panoptic_inference, semantic_inference
+from ..postprocessing import InferenceTasks, full_size_inference, resize_to_output
 from ..precision import autocast_dtype, run_autocast
 from ..recipe import RECIPES, Recipe, build_recipe
+
+# resize_to_output lived here before it moved to postprocessing: its import path stays.
+__all__ = ["MaskFormer", "resize_to_output"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -200,55 +203,33 @@ class MaskFormer(nn.Module):
             )
         return set(mapping.values())
 
-    def inference(self, outputs, batched_inputs, images: ImageList) -> List[Dict]:
-        mask_cls_results = outputs["pred_logits"]
-        mask_pred_results = F.interpolate(
-            outputs["pred_masks"], size=tuple(images.tensor.shape[-2:]), mode="bilinear", align_corners=False
+    def inference_tasks(self) -> InferenceTasks:
+        return InferenceTasks(
+            num_classes=self.sem_seg_head.num_classes,
+            semantic=self.semantic_on,
+            panoptic=self.panoptic_on,
+            instance=self.instance_on,
+            resize_before_inference=self.sem_seg_postprocess_before_inference,
+            object_mask_threshold=self.object_mask_threshold,
+            overlap_threshold=self.overlap_threshold,
+            require_mask_confidence=self.recipe.require_mask_confidence,
+            topk=self.test_topk_per_image,
+            thing_classes=frozenset(self.thing_classes()) if self.panoptic_on else None,
         )
-        return [
-            self.inference_single(mask_cls, mask_pred, x, image_size)
-            for mask_cls, mask_pred, x, image_size in zip(
-                mask_cls_results, mask_pred_results, batched_inputs, images.image_sizes
-            )
-        ]
 
-    def inference_single(self, mask_cls: Tensor, mask_pred: Tensor, batched_input: Dict, image_size) -> Dict:
-        """``mask_cls [Q, K+1]`` and ``mask_pred [Q, H_pad, W_pad]`` of one image -> its results."""
-        height = batched_input.get("height", image_size[0])
-        width = batched_input.get("width", image_size[1])
-        result = {}
-        if self.sem_seg_postprocess_before_inference:
-            mask_pred = resize_to_output(mask_pred, image_size, height, width)
-            mask_cls = mask_cls.to(mask_pred)
-        query_masks = mask_pred > 0 if self.instance_on else None
-        # In place: past the instances' masks, the logits are not needed, and a fresh [Q, H, W] costs
-        # more in page faults than the sigmoid itself.
-        mask_prob = mask_pred.sigmoid_()
-        if self.semantic_on:
-            sem_seg = semantic_inference(mask_cls, mask_prob)
-            if not self.sem_seg_postprocess_before_inference:
-                sem_seg = resize_to_output(sem_seg, image_size, height, width)
-            result["sem_seg"] = sem_seg
-        thing_classes = self.thing_classes() if self.panoptic_on else None
-        if self.panoptic_on:
-            result["panoptic_seg"] = panoptic_inference(
-                mask_cls, mask_prob, num_classes=self.sem_seg_head.num_classes, thing_classes=thing_classes,
-                object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
-                require_mask_confidence=self.recipe.require_mask_confidence,
-            )
-        if self.instance_on:
-            result["instances"] = instance_inference(
-                mask_cls, query_masks, mask_prob, num_classes=self.sem_seg_head.num_classes,
-                topk=self.test_topk_per_image,
-                thing_classes=thing_classes,
-            )
-        return result
-
-
-def resize_to_output(result: Tensor, image_size, height: int, width: int) -> Tensor:
-    """detectron2's ``sem_seg_postprocess`` (crop the padding, resize to ``(height, width)``),
-    without the resize when the crop already has the output size: bilinear resizing to the same
-    size is the identity."""
-    if tuple(image_size) == (height, width):
-        return result[:, :height, :width]
-    return sem_seg_postprocess(result, image_size, height, width)
+    def inference(self, outputs, batched_inputs, images: ImageList) -> List[Dict]:
+        """Each image's results from the batch's predictions. The mask logits are resized to the padded size
+        image by image (where :func:`uses_row_bands`, a band of rows at a time), never for the whole batch."""
+        tasks = self.inference_tasks()
+        padded_size = tuple(images.tensor.shape[-2:])
+        infer = row_band_inference if uses_row_bands() else full_size_inference
+        results = []
+        for mask_cls, mask_pred, x, image_size in zip(
+            outputs["pred_logits"], outputs["pred_masks"], batched_inputs, images.image_sizes
+        ):
+            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
+            results.append(infer(
+                mask_cls, mask_pred, tasks=tasks, padded_size=padded_size, image_size=tuple(image_size),
+                output_size=output_size,
+            ))
+        return results
