@@ -29,6 +29,7 @@ import tempfile
 import time
 
 import torch
+
 from bench_train_cpu import build_model, peak_rss_bytes, rss_bytes
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))

@@ -3,10 +3,10 @@ whole tensors (postprocessing.full_size_inference), piece by piece and through t
 import pytest
 import torch
 from detectron2.modeling import build_model
-from helpers import tiny_cfg
 
 import mask_former.modeling.fast_paths.row_bands as row_bands
 import mask_former.modeling.meta_arch.maskformer as meta
+from helpers import tiny_cfg
 from mask_former.modeling.fast_paths.row_bands import (
     exact_resize,
     row_band_inference,
