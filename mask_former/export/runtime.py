@@ -12,7 +12,9 @@ import numpy as np
 
 from ..assembly import assemble_instances, assemble_panoptic, torch_cpu_topk_indices
 
-FORMAT_VERSION = 2  # 2: instance outputs are all pairs' scores; the runtime takes the top k
+# 2: instance outputs are all pairs' scores; the runtime takes the top k. 3: the semantic map and the panoptic
+# owner and pixel_kept are flat over the pixels (``[K, H * W]``, ``[H * W]``); the runtime views them 2-D.
+FORMAT_VERSION = 3
 META_FILE = "meta.json"
 MODEL_FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}
 PANOPTIC_OUTPUTS = ["labels", "keep", "owner", "pixel_kept", "owned_areas", "original_areas", "segment_areas"]
@@ -106,11 +108,14 @@ class ExportedPredictor:
     def __call__(self, image: np.ndarray) -> Dict:
         outputs = dict(zip(self.names, self.run(self.check_image(image))))
         meta, result = self.meta, {}
+        size = image.shape[:2]
         thing_classes = meta["thing_classes"] if "panoptic" in meta["tasks"] else None
         if "semantic" in meta["tasks"]:
-            result["sem_seg"] = outputs["sem_seg"].astype(np.float32, copy=False)
+            sem_seg = outputs["sem_seg"]
+            result["sem_seg"] = sem_seg.astype(np.float32, copy=False).reshape(sem_seg.shape[0], *size)
         if "panoptic" in meta["tasks"]:
             stage = {name: outputs[f"panoptic_{name}"] for name in PANOPTIC_OUTPUTS}
+            stage["owner"], stage["pixel_kept"] = stage["owner"].reshape(size), stage["pixel_kept"].reshape(size)
             result["panoptic_seg"] = assemble_panoptic(
                 **stage, thing_classes=thing_classes, overlap_threshold=meta["overlap_threshold"]
             )
