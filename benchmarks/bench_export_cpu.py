@@ -1,22 +1,31 @@
 """CPU inference time: the ONNX export under onnxruntime vs the eager PyTorch model, same weights
-and image, post-processing included.
+and image, post-processing included, as users run them (``load_exported`` and its session settings,
+the model's ``__call__``).
 
-    .venv/bin/python benchmarks/bench_export_cpu.py \
-        --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml --size 512 \
-        [--deform-attn {gather,grid-sample}]
+    .venv/bin/python benchmarks/bench_export_cpu.py \\
+        --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml --size 512 \\
+        [--rounds 7] [--threads N] [--deform-attn {gather,grid-sample}] [--profile]
 
-Random weights (timing needs no checkpoint). Exports once into a temporary folder (minutes), then
-prints the median of ``--runs`` timed passes of each path after ``--warmup`` passes, as a markdown
-row with the machine.
+Random weights (timing needs no checkpoint). Exports once into a temporary folder, then, after
+``--warmup`` passes of each, runs ``--rounds`` rounds of one eager pass and one onnxruntime pass, the order
+alternating from round to round, so that both see the same load on a shared machine. Prints each round's
+wall-clock and CPU seconds and speed-up (eager time / onnxruntime time), their medians, and a markdown row.
+CPU seconds (the process's, all threads) compare the two fairly on a loaded machine with ``--threads 1``;
+with more threads they include threads waiting for work. ``--threads`` sets both libraries' threads (default:
+each library's own default, what users get). ``--profile`` also prints onnxruntime's kernel time per
+operator type and the torch profiler's per operator of eager, as shares of each one's total (shares stay
+meaningful on a loaded machine).
 """
 import argparse
 import collections
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
-from typing import Dict
+import time
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -31,14 +40,47 @@ from mask_former.ops import EXPORT_FORMS
 from timing import median_seconds
 
 
-def print_onnxruntime_profile(path: str, image: np.ndarray, runs: int, top: int = 12) -> None:
-    """The graph's kernel time per operator type, averaged over ``runs`` runs after one warm-up, from
-    onnxruntime's profiler (a JSON trace it writes and this reads)."""
+def timed(run: Callable[[], object]) -> Tuple[float, float]:
+    """Wall-clock and CPU seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def alternate(paths: Dict[str, Callable[[], object]], rounds: int, warmup: int) -> Dict[str, List[Tuple[float, float]]]:
+    """``{name: [(wall s, CPU s) per round]}``; each round runs every path once, in turn, the order reversed
+    every other round."""
+    for run in paths.values():
+        for _ in range(warmup):
+            run()
+    times: Dict[str, List[Tuple[float, float]]] = {name: [] for name in paths}
+    names = list(paths)
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            times[name].append(timed(paths[name]))
+        print(f"[round {i + 1}/{rounds}] " + ", ".join(
+            f"{name} {times[name][-1][0]:.3f} s (CPU {times[name][-1][1]:.3f} s)" for name in names
+        ), file=sys.stderr, flush=True)
+    return times
+
+
+def print_shares(title: str, by_op: Dict[str, float], top: int = 12) -> None:
+    total = sum(by_op.values())
+    print(f"{title} ({total:.0f} ms per run in all):")
+    for op, ms in sorted(by_op.items(), key=lambda item: -item[1])[:top]:
+        print(f"  {op}: {ms:.1f} ms, {100 * ms / total:.1f}%")
+
+
+def onnxruntime_profile(path: str, image: np.ndarray, runs: int, threads) -> Dict[str, float]:
+    """The graph's kernel time per operator type, ms per run, averaged over ``runs`` runs after one warm-up,
+    from onnxruntime's profiler (a JSON trace it writes and this reads)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(os.path.dirname(path), "ort_profile")
+    if threads is not None:
+        options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     session.run(None, {"image": image})
     for _ in range(runs):
@@ -48,25 +90,36 @@ def print_onnxruntime_profile(path: str, image: np.ndarray, runs: int, top: int 
     by_op: Dict[str, float] = collections.defaultdict(float)
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            by_op[event["args"]["op_name"]] += event["dur"] / 1000
-    profiled = runs + 1  # the warm-up run is in the trace too
-    print(f"onnxruntime profile, ms per run (kernels {sum(by_op.values()) / profiled:.0f} ms in all):")
-    for op, ms in sorted(by_op.items(), key=lambda item: -item[1])[:top]:
-        print(f"  {op}: {ms / profiled:.1f}")
+            by_op[event["args"]["op_name"]] += event["dur"] / 1000 / (runs + 1)  # the warm-up is in the trace too
+    return by_op
+
+
+def eager_profile(run: Callable[[], object], runs: int) -> Dict[str, float]:
+    """Self CPU time per torch operator, ms per run, over ``runs`` runs (after the benchmark's warm-ups)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(runs):
+            run()
+    return {event.key: event.self_cpu_time_total / 1000 / runs for event in prof.key_averages()}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of both torch and onnxruntime (default: each library's default)")
     parser.add_argument("--profile", action="store_true",
-                        help="also print onnxruntime's own profile: milliseconds per operator type, per run")
+                        help="also print both paths' time per operator type, as shares of their total")
     parser.add_argument("--deform-attn", default="gather", choices=sorted(EXPORT_FORMS),
                         help="form of the deformable attention in the exported graph (tools/export_model.py)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     cfg = build_config(args.config_file, ["MODEL.DEVICE", "cpu", *args.opts])
     model = build_model(cfg).eval()
     image = np.random.RandomState(0).randint(0, 256, (args.size, args.size, 3)).astype(np.uint8)
@@ -79,17 +132,30 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as directory:
         print("[export] exporting to ONNX ...", file=sys.stderr, flush=True)
         export_model(model, cfg, "onnx", directory, deform_attn=args.deform_attn)
-        predictor = load_exported(directory)
-        onnx_s = median_seconds(lambda: predictor(image), args.runs, args.warmup, "onnxruntime")
+        predictor = load_exported(directory, threads=args.threads)
+        times = alternate({"eager": eager, "onnxruntime": lambda: predictor(image)}, args.rounds, args.warmup)
         if args.profile:
-            print_onnxruntime_profile(os.path.join(directory, MODEL_FILES["onnx"]), image, args.runs)
-    eager_s = median_seconds(eager, args.runs, args.warmup, "eager")
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
-    print("| config | size | --deform-attn | eager s | onnxruntime s | speed-up | machine |")
-    print("|---|---|---|---|---|---|---|")
+            path = os.path.join(directory, MODEL_FILES["onnx"])
+            print_shares("onnxruntime, kernel time per operator type",
+                         onnxruntime_profile(path, image, 2, args.threads))
+            with torch.no_grad():
+                print_shares("eager, self CPU time per torch operator", eager_profile(eager, 2))
+    wall = {name: statistics.median(t[0] for t in runs) for name, runs in times.items()}
+    cpu = {name: statistics.median(t[1] for t in runs) for name, runs in times.items()}
+    speedups = [e[0] / o[0] for e, o in zip(times["eager"], times["onnxruntime"])]
+    cpu_speedups = [e[1] / o[1] for e, o in zip(times["eager"], times["onnxruntime"])]
+    print("speed-up (eager / onnxruntime) by round: " + ", ".join(f"{s:.2f}x" for s in speedups)
+          + "; CPU time: " + ", ".join(f"{s:.2f}x" for s in cpu_speedups))
+    threads = args.threads or f"default (torch {torch.get_num_threads()})"
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, threads {threads}, "
+               f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
+    print("| config | size | --deform-attn | eager s | onnxruntime s | speed-up (median of rounds) "
+          "| CPU s eager / onnxruntime | CPU speed-up | machine |")
+    print("|---|---|---|---|---|---|---|---|---|")
     config = os.path.basename(args.config_file)
-    print(f"| {config} | {args.size} | {args.deform_attn} | {eager_s:.3f} | {onnx_s:.3f} | {eager_s / onnx_s:.2f}x "
-          f"| {machine} |")
+    print(f"| {config} | {args.size} | {args.deform_attn} | {wall['eager']:.3f} | {wall['onnxruntime']:.3f} "
+          f"| {statistics.median(speedups):.2f}x | {cpu['eager']:.3f} / {cpu['onnxruntime']:.3f} "
+          f"| {statistics.median(cpu_speedups):.2f}x | {machine} |")
     return 0
 
 

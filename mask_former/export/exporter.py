@@ -17,10 +17,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..compat import size_oblivious_export
-from ..modeling.fast_paths.kept_queries import panoptic_stage
 from ..modeling.padding import padding_to_multiple
-from ..modeling.postprocessing import instance_tensors, semantic_inference
 from ..ops import EXPORT_FORMS, export_form
+from .graph_stages import instance_rows, panoptic_rows, semantic_rows
 from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
 
 logger = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ class ExportableMaskFormer(nn.Module):
 
     The same steps as ``MaskFormer.inference_single`` with the output size equal to the input size:
     normalize, pad to the size divisibility, run the network, resize the masks to the padded size,
-    crop the padding, then the tensor stage of each task.
+    crop the padding, then the tensor stage of each task (:mod:`.graph_stages`).
     """
 
     def __init__(self, model):
@@ -68,21 +67,22 @@ class ExportableMaskFormer(nn.Module):
         x = F.pad(x, (0, padding_to_multiple(width, d), 0, padding_to_multiple(height, d))).unsqueeze(0)
         outputs = model.sem_seg_head(model.backbone(x))
         mask_pred = F.interpolate(outputs["pred_masks"], size=x.shape[-2:], mode="bilinear", align_corners=False)
-        mask_pred = mask_pred[0, :, :height, :width]
-        mask_cls = outputs["pred_logits"][0]
-        mask_prob = mask_pred.sigmoid()
+        # flatten, not [0]: a Gather copies, a Reshape does not
+        mask_pred = mask_pred.flatten(0, 1)[:, :height, :width]
+        mask_cls = outputs["pred_logits"].flatten(0, 1)
+        mask_prob = mask_pred.sigmoid().flatten(1)
         num_classes = model.sem_seg_head.num_classes
         stages: Dict[str, Dict[str, Tensor]] = {}
         if "semantic" in self.tasks:
-            stages["semantic"] = {"sem_seg": semantic_inference(mask_cls, mask_prob)}
+            stages["semantic"] = {"sem_seg": semantic_rows(mask_cls, mask_prob)}
         if "panoptic" in self.tasks:
-            stage = panoptic_stage(
+            stage = panoptic_rows(
                 mask_cls, mask_prob, num_classes=num_classes, object_mask_threshold=model.object_mask_threshold,
                 require_mask_confidence=self.require_mask_confidence,
             )
             stages["panoptic"] = {f"panoptic_{k}": v for k, v in stage.items()}
         if "instance" in self.tasks:
-            stage = instance_tensors(mask_cls, mask_pred, mask_prob)
+            stage = instance_rows(mask_cls, mask_pred, mask_prob)
             stages["instance"] = {f"instances_{k}": v for k, v in stage.items()}
         flat = {k: v for stage in stages.values() for k, v in stage.items()}
         return tuple(flat[name] for name in output_names(self.tasks))

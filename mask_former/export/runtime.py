@@ -6,13 +6,15 @@ of :mod:`mask_former.assembly`, the same code the eager model runs.
 """
 import json
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 from ..assembly import assemble_instances, assemble_panoptic, torch_cpu_topk_indices
 
-FORMAT_VERSION = 2  # 2: instance outputs are all pairs' scores; the runtime takes the top k
+# 2: instance outputs are all pairs' scores; the runtime takes the top k. 3: the semantic map and the panoptic
+# owner and pixel_kept are flat over the pixels (``[K, H * W]``, ``[H * W]``); the runtime views them 2-D.
+FORMAT_VERSION = 3
 META_FILE = "meta.json"
 MODEL_FILES = {"onnx": "model.onnx", "torch-export": "model.pt2"}
 PANOPTIC_OUTPUTS = ["labels", "keep", "owner", "pixel_kept", "owned_areas", "original_areas", "segment_areas"]
@@ -50,16 +52,24 @@ def read_meta(directory: Path) -> Dict:
     return meta
 
 
-def onnx_runner(path: Path) -> Callable[[np.ndarray], List[np.ndarray]]:
+def onnx_runner(path: Path, threads: Optional[int] = None) -> Callable[[np.ndarray], List[np.ndarray]]:
+    """onnxruntime's CPU session with all graph optimizations (its default, stated) and ``threads`` intra-op
+    threads (None: onnxruntime's default, one per physical core)."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda image: session.run(None, {"image": image})
 
 
-def torch_export_runner(path: Path) -> Callable[[np.ndarray], List[np.ndarray]]:
+def torch_export_runner(path: Path, threads: Optional[int] = None) -> Callable[[np.ndarray], List[np.ndarray]]:
     import torch
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     module = torch.export.load(str(path)).module()
 
     def run(image: np.ndarray) -> List[np.ndarray]:
@@ -106,11 +116,14 @@ class ExportedPredictor:
     def __call__(self, image: np.ndarray) -> Dict:
         outputs = dict(zip(self.names, self.run(self.check_image(image))))
         meta, result = self.meta, {}
+        size = image.shape[:2]
         thing_classes = meta["thing_classes"] if "panoptic" in meta["tasks"] else None
         if "semantic" in meta["tasks"]:
-            result["sem_seg"] = outputs["sem_seg"].astype(np.float32, copy=False)
+            sem_seg = outputs["sem_seg"]
+            result["sem_seg"] = sem_seg.astype(np.float32, copy=False).reshape(sem_seg.shape[0], *size)
         if "panoptic" in meta["tasks"]:
             stage = {name: outputs[f"panoptic_{name}"] for name in PANOPTIC_OUTPUTS}
+            stage["owner"], stage["pixel_kept"] = stage["owner"].reshape(size), stage["pixel_kept"].reshape(size)
             result["panoptic_seg"] = assemble_panoptic(
                 **stage, thing_classes=thing_classes, overlap_threshold=meta["overlap_threshold"]
             )
@@ -127,11 +140,12 @@ class ExportedPredictor:
         return result
 
 
-def load_exported(directory) -> ExportedPredictor:
-    """The predictor of a directory written by ``tools/export_model.py`` (see :class:`ExportedPredictor`)."""
+def load_exported(directory, threads: Optional[int] = None) -> ExportedPredictor:
+    """The predictor of a directory written by ``tools/export_model.py`` (see :class:`ExportedPredictor`);
+    ``threads``: the CPU threads it may use (None: the library's default)."""
     directory = Path(directory)
     meta = read_meta(directory)
     path = directory / MODEL_FILES[meta["format"]]
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing ({directory / META_FILE} says format {meta['format']!r})")
-    return ExportedPredictor(meta, RUNNERS[meta["format"]](path))
+    return ExportedPredictor(meta, RUNNERS[meta["format"]](path, threads))
