@@ -37,7 +37,6 @@ from mask_former.export import load_exported
 from mask_former.export.exporter import export_model
 from mask_former.export.runtime import MODEL_FILES
 from mask_former.ops import EXPORT_FORMS
-from timing import median_seconds
 
 
 def timed(run: Callable[[], object]) -> Tuple[float, float]:
