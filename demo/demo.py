@@ -25,14 +25,12 @@ import numpy as np
 import torch
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import Instances
-from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 import mask_former  # noqa: E402,F401  (registers the model and datasets)
-from mask_former.checkpoint import CheckpointError, add_random_weights_flag, random_weights_opts  # noqa: E402
+from mask_former.checkpoint import add_random_weights_flag, random_weights_opts  # noqa: E402
 from mask_former.config import build_config  # noqa: E402
 from mask_former.data.datasets.custom import (  # noqa: E402
-    DatasetDescriptionError,
     add_dataset_flag,
     check_config,
     register_dataset_descriptions,
@@ -42,11 +40,12 @@ from mask_former.engine.demo_files import (  # noqa: E402
     VIDEO_CODECS,
     expand_inputs,
     open_video_writer,
+    run_demo_cli,
     show,
 )
 from mask_former.engine.predictor import TASKS, VisualizationDemo  # noqa: E402
 from mask_former.engine.video_predictor import VIDEO_META_ARCHITECTURES  # noqa: E402
-from mask_former.errors import ConfigError, DemoError  # noqa: E402
+from mask_former.errors import DemoError  # noqa: E402
 from mask_former.export import load_exported  # noqa: E402
 
 WINDOW_NAME = "MaskFormer demo"
@@ -191,16 +190,7 @@ def run(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logger(name="fvcore")
-    setup_logger(name="mask_former")
-    setup_logger()
-    try:
-        run(args)
-    except (ConfigError, CheckpointError, DatasetDescriptionError, DemoError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_demo_cli(run, get_parser(), argv)
 
 
 if __name__ == "__main__":

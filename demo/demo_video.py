@@ -26,15 +26,22 @@ from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
-from detectron2.utils.logger import setup_logger
 
 import mask_former  # noqa: F401  (registers the model and datasets)
 from mask_former.checkpoint import add_random_weights_flag, random_weights_opts
 from mask_former.config import build_config
 from mask_former.data.datasets.custom import add_dataset_flag, check_config, register_dataset_descriptions
-from mask_former.engine.demo_files import VIDEO_CODECS, frame_files, open_video_writer, read_frames, read_video, show
+from mask_former.engine.demo_files import (
+    VIDEO_CODECS,
+    frame_files,
+    open_video_writer,
+    read_frames,
+    read_video,
+    run_demo_cli,
+    show,
+)
 from mask_former.engine.video_predictor import VIDEO_META_ARCHITECTURES, VideoVisualizationDemo
-from mask_former.errors import CheckpointError, ConfigError, DatasetDescriptionError, DemoError
+from mask_former.errors import DemoError
 
 DEFAULT_FPS = 10.0
 """Frame rate of the output where the input records none (frames) and ``--fps`` is not given: upstream's."""
@@ -179,16 +186,7 @@ def run(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logger(name="fvcore")
-    setup_logger()
-    setup_logger(name="mask_former")
-    try:
-        run(args)
-    except (ConfigError, CheckpointError, DatasetDescriptionError, DemoError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_demo_cli(run, get_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 """The files of the demos (``demo/demo.py``, ``demo/demo_video.py``): finding the input images, reading the
 frames of a video (a video file, a folder of frames, frame files), writing videos and showing frames."""
+import argparse
 import glob
 import os
 import re
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
 
-from ..errors import DemoError
+from ..errors import CheckpointError, ConfigError, DatasetDescriptionError, DemoError
 
 __all__ = [
+    "run_demo_cli",
     "IMAGE_EXTENSIONS",
     "VIDEO_CODECS",
     "display_available",
@@ -154,3 +157,18 @@ def show(window_name: str, image_bgr: np.ndarray) -> bool:
     except cv2.error as e:
         raise DemoError(message) from e
     return cv2.waitKey(1) != 27
+
+
+def run_demo_cli(run: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser, argv=None) -> int:
+    """A demo's command line: parse ``argv``, set up the loggers, ``run(args)``. A user error (config, checkpoint,
+    dataset description, demo input or output) is one ``error:`` line and exit status 2; success is 0."""
+    args = parser.parse_args(argv)
+    setup_logger(name="fvcore")
+    setup_logger(name="mask_former")
+    setup_logger()
+    try:
+        run(args)
+    except (ConfigError, CheckpointError, DatasetDescriptionError, DemoError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
