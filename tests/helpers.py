@@ -1,5 +1,6 @@
 """Shared test helpers: configs for tiny models, running the golden fixtures."""
 import numpy as np
+import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
@@ -8,6 +9,7 @@ from detectron2.projects.deeplab import add_deeplab_config
 from PIL import Image
 
 import mask_former
+from mask_former.engine.optimizer import build_optimizer
 
 
 def base_cfg():
@@ -103,3 +105,32 @@ def cpu_sized_cfg(path):
     mf = cfg.MODEL.MASK_FORMER
     mf.HIDDEN_DIM, mf.DIM_FEEDFORWARD, mf.TRAIN_NUM_POINTS = 32, 64, 256
     return cfg
+
+
+def assert_training_matches_upstream(model, batch, train):
+    """One training call of ``model`` on ``batch`` right after ``torch.manual_seed(train["seed"])`` returns the
+    losses of ``train["losses"]`` and, after the backward, the gradient norms of ``train["grad_norms"]``, each
+    within 1e-3 relative (a golden fixture's ``train`` record, see ../shared/golden/README.md)."""
+    model.train()
+    torch.manual_seed(train["seed"])
+    losses = model(batch)
+    assert set(losses) == set(train["losses"])
+    for key, expected in train["losses"].items():
+        assert losses[key].item() == pytest.approx(expected, rel=1e-3), key
+    sum(losses.values()).backward()
+    for module_name, expected in train["grad_norms"].items():
+        grads = [p.grad.flatten() for p in getattr(model, module_name).parameters() if p.grad is not None]
+        assert torch.cat(grads).norm().item() == pytest.approx(expected, rel=1e-3), module_name
+
+
+def assert_one_step_trains(cfg, model, losses):
+    """The losses are finite, and one optimizer step (the config's optimizer) on their sum changes the trainable
+    parameters and leaves them finite."""
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    optimizer = build_optimizer(cfg, model)
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    sum(losses.values()).backward()
+    optimizer.step()
+    after = [p.detach() for p in model.parameters() if p.requires_grad]
+    assert any(not torch.equal(b, a) for b, a in zip(before, after))
+    assert all(torch.isfinite(a).all() for a in after)

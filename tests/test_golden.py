@@ -7,7 +7,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from PIL import Image
 
-from helpers import golden_cfg, run_fixture
+from helpers import assert_training_matches_upstream, golden_cfg, run_fixture
 from mask_former.checkpoint import MaskFormerCheckpointer
 
 FIXTURES = ["m2f_ade20k_semantic", "m2f_coco_panoptic", "maskformer_coco_panoptic", "maskformer_v1_coco_panoptic",
@@ -74,16 +74,7 @@ def test_golden_training_losses_and_gradients(name, golden_dir):
     image = torch.from_numpy(np.array(Image.open(folder / "input.png").convert(cfg.INPUT.FORMAT))).permute(2, 0, 1)
     batch = [{"image": image.contiguous(), "instances": stripe_targets(train["classes"], height, width),
               "height": height, "width": width}]
-    model.train()
-    torch.manual_seed(train["seed"])
-    losses = model(batch)
-    assert set(losses) == set(train["losses"])
-    for key, expected in train["losses"].items():
-        assert losses[key].item() == pytest.approx(expected, rel=1e-3), key
-    sum(losses.values()).backward()
-    for module_name, expected in train["grad_norms"].items():
-        grads = [p.grad.flatten() for p in getattr(model, module_name).parameters() if p.grad is not None]
-        assert torch.cat(grads).norm().item() == pytest.approx(expected, rel=1e-3), module_name
+    assert_training_matches_upstream(model, batch, train)
 
 
 @pytest.mark.parametrize("checkpointer", [DetectionCheckpointer, MaskFormerCheckpointer])

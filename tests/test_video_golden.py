@@ -10,7 +10,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 from PIL import Image
 
-from helpers import golden_cfg
+from helpers import assert_training_matches_upstream, golden_cfg
 from mask_former.checkpoint import MaskFormerCheckpointer
 
 FIXTURE = "m2f_ytvis_video"
@@ -103,16 +103,7 @@ def test_golden_video_training_losses_and_gradients(golden_dir):
     train, height, width = reference["train"], reference["height"], reference["width"]
     batch = [{"image": read_frames(folder, cfg), "instances": moving_targets(2, height, width),
               "height": height, "width": width}]
-    model.train()
-    torch.manual_seed(train["seed"])
-    losses = model(batch)
-    assert set(losses) == set(train["losses"])
-    for key, expected in train["losses"].items():
-        assert losses[key].item() == pytest.approx(expected, rel=1e-3), key
-    sum(losses.values()).backward()
-    for module_name, expected in train["grad_norms"].items():
-        grads = [p.grad.flatten() for p in getattr(model, module_name).parameters() if p.grad is not None]
-        assert torch.cat(grads).norm().item() == pytest.approx(expected, rel=1e-3), module_name
+    assert_training_matches_upstream(model, batch, train)
 
 
 def sliding_clip(folder, cfg, frames: int, height: int = None, width: int = None):
