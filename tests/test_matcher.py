@@ -260,3 +260,14 @@ def test_query_points_sampled_like_point_sample(implementation, monkeypatch):
         torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [-0.1, 0.5], [0.5, 1.2], [1 / 26, 1 / 18]]),
     ])
     torch.testing.assert_close(_sample_queries_at(masks, coords), _sample_at(masks, coords), rtol=0, atol=1e-6)
+
+
+def test_pairwise_dot_is_the_plain_product_in_either_layout():
+    """The matcher's `a @ b.T`, taken as `(b @ a.T).T` for speed, for a contiguous `a` and for the transposed `a`
+    that the fused point sampling returns."""
+    from mask_former.modeling.matcher import pairwise_dot
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(30, 700, generator=generator), torch.rand(5, 700, generator=generator)
+    for left in (a, a.t().contiguous().t()):
+        torch.testing.assert_close(pairwise_dot(left, b), a @ b.T, rtol=1e-5, atol=1e-5)

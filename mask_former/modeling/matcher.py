@@ -14,6 +14,7 @@ __all__ = [
     "FullMaskHungarianMatcher",
     "HungarianMatcher",
     "pairwise_dice_cost",
+    "pairwise_dot",
     "pairwise_sigmoid_ce_cost",
     "pairwise_sigmoid_ce_cost_by_softplus",
     "pairwise_sigmoid_focal_cost",
@@ -38,6 +39,21 @@ def pairwise_sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> tor
     return (positive @ targets.T + negative @ (1 - targets).T) / logits.shape[1]
 
 
+def pairwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """
+    `a @ b.T`, computed as `(b @ a.T).T`: BLAS reads a transposed right operand at full speed but not a
+    transposed left one, and the queries' sampled points `a` arrive transposed (`(P, Q)` memory, see
+    `_sample_queries_at`): there this is several times faster; for a contiguous `a` it is as fast.
+
+    Args:
+        a (`torch.Tensor` of shape `(Q, P)`), b (`torch.Tensor` of shape `(T, P)`).
+
+    Returns:
+        `torch.Tensor` of shape `(Q, T)`.
+    """
+    return (b @ a.T).T
+
+
 def pairwise_sigmoid_ce_cost_by_softplus(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """
     :func:`pairwise_sigmoid_ce_cost` (its plain reference, upstream's form) in one `(Q, P)` intermediate instead
@@ -50,7 +66,7 @@ def pairwise_sigmoid_ce_cost_by_softplus(logits: torch.Tensor, targets: torch.Te
     Returns:
         `torch.Tensor` of shape `(Q, T)`.
     """
-    return (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.T) / logits.shape[1]
+    return (F.softplus(logits).sum(-1, keepdim=True) - pairwise_dot(logits, targets)) / logits.shape[1]
 
 
 def pairwise_sigmoid_focal_cost(
@@ -76,7 +92,7 @@ def pairwise_sigmoid_focal_cost(
     )
     if alpha >= 0:
         positive, negative = alpha * positive, (1 - alpha) * negative
-    return (positive @ targets.T + negative @ (1 - targets).T) / logits.shape[1]
+    return (pairwise_dot(positive, targets) + pairwise_dot(negative, 1 - targets)) / logits.shape[1]
 
 
 def pairwise_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -92,7 +108,7 @@ def pairwise_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     """
     probs = logits.sigmoid()
     return dice_loss_from_sums(
-        probs @ targets.T, probs.sum(-1)[:, None], targets.sum(-1)[None, :]
+        pairwise_dot(probs, targets), probs.sum(-1)[:, None], targets.sum(-1)[None, :]
     )
 
 
