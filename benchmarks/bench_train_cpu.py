@@ -14,6 +14,12 @@ Each measurement runs in a fresh subprocess (so that its peak RSS is its own), o
   ``--train-size`` pixels with ``--instances`` random instances each, and the peak RSS of the process during
   the steps above its RSS before them.
 
+``--paths`` picks the paths; ``"fused CPU op, bfloat16"`` (not in the default set) is the fused op's inference
+with the network in bfloat16 (``MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE``), against upstream's float32:
+
+    .venv/bin/python benchmarks/bench_train_cpu.py --upstream /path/to/Mask2Former --skip-training --rounds 3 \
+        --paths "fused CPU op" "fused CPU op, bfloat16" "upstream Mask2Former"
+
 ``--upstream PATH`` also times upstream Mask2Former's model (``PATH`` is a checkout; it imports with our
 detectron2, see :func:`stub_upstream_imports`, and its MSDeformAttn runs its PyTorch version) on the same
 weights.
@@ -31,17 +37,31 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Dict, List, NamedTuple, Tuple
 
 import torch
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCHMARKS)
-# Name -> (environment for the worker, use upstream's code).
+
+
+class Path(NamedTuple):
+    env: Dict[str, str]  # the worker's environment
+    upstream: bool = False  # runs upstream's code
+    opts: Tuple[str, ...] = ()  # config overrides of this path
+    inference_only: bool = False  # its opts change inference alone: its training is another path's
+
+
 PATHS = {
-    "reference (pytorch)": ({"MASK_FORMER_DEFORM_ATTN": "pytorch"}, False),
-    "fused CPU op": ({"MASK_FORMER_DEFORM_ATTN": "cpu"}, False),
-    "upstream Mask2Former": ({}, True),
+    "reference (pytorch)": Path({"MASK_FORMER_DEFORM_ATTN": "pytorch"}),
+    "fused CPU op": Path({"MASK_FORMER_DEFORM_ATTN": "cpu"}),
+    "fused CPU op, bfloat16": Path(
+        {"MASK_FORMER_DEFORM_ATTN": "cpu"}, opts=("MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE", "bfloat16"),
+        inference_only=True,
+    ),
+    "upstream Mask2Former": Path({}, upstream=True),
 }
+DEFAULT_PATHS = ["reference (pytorch)", "fused CPU op", "upstream Mask2Former"]
 
 
 def parse_args(argv=None):
@@ -58,7 +78,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every path's workers this many times, alternating, and report the median round "
                              "(with the speed-up over upstream of each round): timings on a shared VM drift")
-    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS), metavar="PATH",
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=DEFAULT_PATHS, metavar="PATH",
                         help=f"paths to time, of {list(PATHS)} (upstream needs --upstream)")
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
@@ -195,13 +215,14 @@ def worker(args):
 
 
 def run_worker(args, argv, kind, name, weights):
-    env, upstream = PATHS[name]
-    command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--weights", weights] + argv
-    if upstream:
+    path = PATHS[name]
+    command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--weights", weights]
+    if path.upstream:
         command += ["--upstream", args.upstream]
+    command += argv + list(path.opts)
     print(f"[bench_train_cpu] {name}: {kind}", file=sys.stderr, flush=True)
     completed = subprocess.run(
-        command, env={**os.environ, **env, "PYTHONPATH": REPO}, capture_output=True, text=True, cwd=REPO
+        command, env={**os.environ, **path.env, "PYTHONPATH": REPO}, capture_output=True, text=True, cwd=REPO
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     if completed.returncode != 0 or not lines:
@@ -209,17 +230,15 @@ def run_worker(args, argv, kind, name, weights):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def strip_own_options(argv):
-    """``argv`` without --upstream PATH (each worker gets it only where it runs upstream's code)."""
-    stripped, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == "--upstream":
-            skip = True
-        elif not item.startswith("--upstream="):
-            stripped.append(item)
-    return stripped
+def worker_argv(args) -> List[str]:
+    """The options a worker measures with, from the parsed ``args`` (a worker gets --upstream only where it runs
+    upstream's code, and its path's config overrides after the user's)."""
+    argv = [f"--config-file={args.config_file}", f"--size={args.size}", f"--train-size={args.train_size}",
+            f"--batch={args.batch}", f"--instances={args.instances}", f"--runs={args.runs}",
+            f"--warmup={args.warmup}"]
+    if args.threads:
+        argv.append(f"--threads={args.threads}")
+    return argv + list(args.opts)
 
 
 def main(argv=None):
@@ -229,7 +248,7 @@ def main(argv=None):
         return worker(args)
     if not os.path.isfile(args.config_file):
         sys.exit(f"config file not found: {args.config_file}")
-    names = [name for name in args.paths if args.upstream or not PATHS[name][1]]
+    names = [name for name in args.paths if args.upstream or not PATHS[name].upstream]
     kinds = [kind for kind, skip in (("inference", args.skip_inference), ("training", args.skip_training)) if not skip]
     with tempfile.TemporaryDirectory() as folder:
         weights = os.path.join(folder, "weights.pth")
@@ -240,7 +259,9 @@ def main(argv=None):
             results = {name: {} for name in names}
             for name in names:
                 for kind in kinds:
-                    results[name].update(run_worker(args, strip_own_options(argv), kind, name, weights))
+                    if kind == "training" and PATHS[name].inference_only:
+                        continue
+                    results[name].update(run_worker(args, worker_argv(args), kind, name, weights))
             rounds.append(results)
     medians = {
         name: {key: statistics.median(r[name][key] for r in rounds) for key in rounds[0][name]} for name in names
@@ -251,7 +272,7 @@ def main(argv=None):
 
 def print_speedups(rounds):
     """Each round's upstream time over each path's, for the time columns."""
-    upstream = [name for name, (_, is_upstream) in PATHS.items() if is_upstream and name in rounds[0]]
+    upstream = [name for name, path in PATHS.items() if path.upstream and name in rounds[0]]
     if not upstream:
         return
     for key in ("inference_s", "inference_min_s", "train_s", "train_min_s"):

@@ -137,13 +137,7 @@ class HungarianMatcher(nn.Module):
     T frames of a clip, compared at the same points in every frame (upstream's `VideoHungarianMatcher`).
     """
 
-    def __init__(
-        self,
-        cost_class: float = 1,
-        cost_mask: float = 1,
-        cost_dice: float = 1,
-        num_points: int = 0,
-    ):
+    def __init__(self, cost_class: float = 1, cost_mask: float = 1, cost_dice: float = 1, num_points: int = 0):
         """
         Args:
             cost_class: weight of the classification cost.

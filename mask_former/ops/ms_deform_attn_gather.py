@@ -33,11 +33,8 @@ def _patches(value: torch.Tensor, h, w) -> torch.Tensor:
 
 
 def ms_deform_attn_gather(
-    value: torch.Tensor,
-    value_spatial_shapes: SpatialShapes,
-    value_level_start_index,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
+    value: torch.Tensor, value_spatial_shapes: SpatialShapes, value_level_start_index,
+    sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
 ) -> torch.Tensor:
     """Shapes and arguments as :func:`~mask_former.ops.ms_deform_attn_ref.ms_deform_attn_pytorch`
     (``value_level_start_index`` unused: the shapes determine it); differentiable through autograd.

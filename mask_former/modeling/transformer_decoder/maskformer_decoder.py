@@ -19,15 +19,8 @@ class StandardTransformerDecoder(nn.Module):
 
     @configurable
     def __init__(
-        self,
-        in_channels: int,
-        mask_classification: bool = True,
-        *,
-        num_classes: int,
-        hidden_dim: int,
-        num_queries: int,
-        nheads: int,
-        dropout: float,
+        self, in_channels: int, mask_classification: bool = True, *,
+        num_classes: int, hidden_dim: int, num_queries: int, nheads: int, dropout: float,
         dim_feedforward: int,
         enc_layers: int,
         dec_layers: int,
