@@ -1,5 +1,6 @@
 """``MSDeformAttn``: the multi-scale deformable attention layer of Deformable DETR."""
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -71,7 +72,6 @@ class MSDeformAttn(nn.Module):
         Returns:
             ``[N, Lq, C]``.
         """
-        n, num_queries, _ = query.shape
         if reference_points.shape[-1] != 2:
             raise ValueError(f"MSDeformAttn: reference_points must end in (x, y), got {tuple(reference_points.shape)}")
         num_values = sum(h * w for h, w in level_shapes(input_spatial_shapes))
@@ -80,10 +80,23 @@ class MSDeformAttn(nn.Module):
                 f"MSDeformAttn: input_spatial_shapes cover {num_values} positions but input_flatten has "
                 f"{input_flatten.shape[1]}"
             )
+        value = self.project_values(input_flatten, input_padding_mask)
+        return self.attend(query, reference_points, value, input_spatial_shapes, input_level_start_index)
+
+    def project_values(self, input_flatten: Tensor, input_padding_mask: Optional[Tensor] = None) -> Tensor:
+        """The values every query samples, ``[N, S, n_heads, C / n_heads]``, from ``input_flatten [N, S, C]``
+        (zero where ``input_padding_mask [N, S]`` is True)."""
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
-        value = value.view(n, -1, self.n_heads, self.d_model // self.n_heads)
+        return value.view(value.shape[0], -1, self.n_heads, self.d_model // self.n_heads)
+
+    def attend(
+        self, query: Tensor, reference_points: Tensor, value: Tensor, input_spatial_shapes, input_level_start_index
+    ) -> Tensor:
+        """The queries' outputs ``[N, Lq, C]`` from the values of :meth:`project_values`; each query's output
+        depends on its own row of ``query`` and ``reference_points`` alone."""
+        n, num_queries, _ = query.shape
         offsets = self.sampling_offsets(query).view(n, num_queries, self.n_heads, self.n_levels, self.n_points, 2)
         weights = self.attention_weights(query).view(n, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = short_softmax(weights).view(n, num_queries, self.n_heads, self.n_levels, self.n_points)

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from ...ops.ms_deform_attn_module import MSDeformAttn
 from ...ops.ms_deform_attn_ref import level_shapes
 from ..build import PIXEL_DECODER_REGISTRY
+from ..fast_paths.token_chunks import encoder_layer_by_chunks, uses_token_chunks
 from ..transformer_blocks import (
     PositionEmbeddingSine,
     clones,
@@ -39,10 +40,17 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
     def forward(
         self, src: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor
     ) -> Tensor:
-        def attend(x):
-            return self.self_attn(with_pos(x, pos), reference_points, x, spatial_shapes, level_start_index)
+        if uses_token_chunks(self, src):
+            return encoder_layer_by_chunks(
+                self, src, pos, reference_points, spatial_shapes, level_start_index, self.post_attention
+            )
+        attended = self.self_attn(with_pos(src, pos), reference_points, src, spatial_shapes, level_start_index)
+        return self.post_attention(src, attended)
 
-        src = residual(src, attend, self.norm1, self.dropout1, pre_norm=False)
+    def post_attention(self, src: Tensor, attended: Tensor) -> Tensor:
+        """``norm1(src + attended)``, then the feed-forward sublayer (post-norm residuals, dropout before each
+        sum); row by row."""
+        src = self.norm1(src + self.dropout1(attended))
         ffn = feed_forward(self.linear1, self.linear2, self.dropout2)
         return residual(src, ffn, self.norm2, self.dropout3, pre_norm=False)
 
