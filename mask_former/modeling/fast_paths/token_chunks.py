@@ -30,12 +30,13 @@ maps on its own, so every chunk reuses the memory of the one before."""
 def uses_token_chunks(layer: nn.Module, src: Tensor) -> bool:
     """Whether ``layer`` runs :func:`encoder_layer_by_chunks` on ``src [N, S, C]``: CPU inference (eval mode, no
     autograd) on more than one chunk of tokens, not while a graph is captured for export."""
+    # capturing_graph() before the size test: under torch.export that test would become a guard of the graph.
     return (
-        src.device.type == "cpu"
+        not capturing_graph()
+        and src.device.type == "cpu"
         and not layer.training
         and not torch.is_grad_enabled()
         and src.shape[1] > TOKENS_PER_CHUNK
-        and not capturing_graph()
     )
 
 
