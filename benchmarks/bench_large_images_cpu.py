@@ -15,8 +15,9 @@ above its RSS once the model is built). Upstream is imported and built as ``benc
 MSDeformAttn runs its PyTorch version; ours runs the default implementation).
 
 Prints a markdown table: per size and path the median seconds and peak RSS; per size ours over upstream (speed-up
-and memory ratio); and per path how time and memory grow from the first size (the pixel count's growth beside
-them). Peak RSS is reliable on a shared machine, the times are not: time on a quiet one.
+and memory ratio, and whether the outputs agree: see :func:`compare_outputs`); and per path how time and memory
+grow from the first size (the pixel count's growth beside them). Peak RSS is reliable on a shared machine, the
+times are not: time on a quiet one.
 """
 import argparse
 import json
@@ -58,6 +59,7 @@ def parse_args(argv=None):
     parser.add_argument("--upstream", default=None, help="a Mask2Former checkout to run beside ours")
     parser.add_argument("--worker", type=parse_size, help=argparse.SUPPRESS)
     parser.add_argument("--weights", help=argparse.SUPPRESS)
+    parser.add_argument("--outputs", help=argparse.SUPPRESS)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
     if args.with_2048 and (2048, 2048) not in args.sizes:
@@ -78,18 +80,63 @@ def worker(args):
     with torch.no_grad():
         for i in range(args.warmup + args.runs):
             start, cpu_start = time.perf_counter(), time.process_time()
-            model(inputs)
+            output = model(inputs)[0]
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
                 cpu_times.append(time.process_time() - cpu_start)
     peak = peak_rss_bytes()
+    torch.save(output_summary(output), args.outputs)
+    del output
     result = {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu_times),
               "peak_rss_mib": peak / MIB, "peak_above_built_mib": (peak - built) / MIB}
     print("RESULT " + json.dumps(result))
 
 
-def run_worker(args, size, upstream: bool, weights: str):
+def output_summary(output) -> dict:
+    """What :func:`compare_outputs` reads of one inference's outputs, small enough to save at any size: the
+    semantic scores at every 8th pixel and their argmax everywhere, the panoptic category of every pixel, and
+    the instances' classes, scores and mask areas."""
+    summary = {}
+    if "sem_seg" in output:
+        summary["sem_seg_sample"] = output["sem_seg"][:, ::8, ::8].clone()
+        summary["sem_seg_argmax"] = output["sem_seg"].argmax(0).to(torch.int16)
+    if "panoptic_seg" in output:
+        ids, segments = output["panoptic_seg"]
+        category = torch.full((int(ids.max()) + 1,), -1, dtype=torch.int16)
+        for segment in segments:
+            category[segment["id"]] = segment["category_id"]
+        summary["panoptic_category"] = category[ids.long()]
+    if "instances" in output:
+        instances = output["instances"]
+        summary["instance_classes"] = instances.pred_classes
+        summary["instance_scores"] = instances.scores
+        summary["instance_areas"] = instances.pred_masks.flatten(1).sum(1)
+    return summary
+
+
+def compare_outputs(ours: dict, upstream: dict) -> str:
+    """Where two :func:`output_summary` agree: sem_seg's largest difference (every 8th pixel) and argmax agreement,
+    panoptic category agreement, and the instances' classes, largest score and mask-area differences."""
+    parts = []
+    if "sem_seg_sample" in ours:
+        diff = (ours["sem_seg_sample"] - upstream["sem_seg_sample"]).abs().max().item()
+        agree = (ours["sem_seg_argmax"] == upstream["sem_seg_argmax"]).float().mean().item()
+        parts.append(f"sem_seg within {diff:.1e}, argmax {100 * agree:.3f}%")
+    if "panoptic_category" in ours:
+        agree = (ours["panoptic_category"] == upstream["panoptic_category"]).float().mean().item()
+        parts.append(f"panoptic categories {100 * agree:.3f}%")
+    if "instance_scores" in ours:
+        same_classes = torch.equal(ours["instance_classes"], upstream["instance_classes"])
+        score = (ours["instance_scores"] - upstream["instance_scores"]).abs().max().item()
+        area = (ours["instance_areas"] - upstream["instance_areas"]).abs().max().item()
+        parts.append(f"instances: classes {'equal' if same_classes else 'differ'}, scores within {score:.1e}, "
+                     f"mask areas within {area:.0f} px")
+    return "; ".join(parts)
+
+
+def run_worker(args, size, upstream: bool, weights: str, outputs: str):
     command = [sys.executable, os.path.abspath(__file__), "--worker", "{}x{}".format(*size), "--weights", weights,
+               "--outputs", outputs,
                "--config-file", args.config_file, "--runs", str(args.runs), "--warmup", str(args.warmup)]
     if args.threads:
         command += ["--threads", str(args.threads)]
@@ -116,7 +163,7 @@ def print_tables(args, results):
     print(f"{args.config_file}, torch {torch.__version__}, {machine}, median of {args.runs} run(s)")
     header = "| size | path | median s | median CPU s | peak RSS MiB | peak above built MiB |"
     if args.upstream:
-        header += " speed-up over upstream | CPU time speed-up | peak RSS / upstream's |"
+        header += " speed-up over upstream | CPU time speed-up | peak RSS / upstream's | outputs against upstream's |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for size in args.sizes:
@@ -127,7 +174,8 @@ def print_tables(args, results):
             if args.upstream:
                 up = results[("upstream", size)]
                 row += (f" {up['seconds'] / r['seconds']:.2f}x | {up['cpu_seconds'] / r['cpu_seconds']:.2f}x "
-                        f"| {r['peak_rss_mib'] / up['peak_rss_mib']:.2f}x |" if path == "ours" else " | | |")
+                        f"| {r['peak_rss_mib'] / up['peak_rss_mib']:.2f}x | {r['agreement']} |"
+                        if path == "ours" else " | | | |")
             print(row)
     first = args.sizes[0]
     print()
@@ -154,9 +202,13 @@ def main(argv=None):
         torch.save(build_model(args).state_dict(), weights)
         for size in args.sizes:
             # Ours and upstream's alternate, size by size, so that a drift in the machine's load hits both.
-            results[("ours", size)] = run_worker(args, size, False, weights)
+            outputs = {path: os.path.join(folder, f"{path}.pth") for path in ("ours", "upstream")}
+            results[("ours", size)] = run_worker(args, size, False, weights, outputs["ours"])
             if args.upstream:
-                results[("upstream", size)] = run_worker(args, size, True, weights)
+                results[("upstream", size)] = run_worker(args, size, True, weights, outputs["upstream"])
+                results[("ours", size)]["agreement"] = compare_outputs(
+                    *(torch.load(outputs[path]) for path in ("ours", "upstream"))
+                )
     print_tables(args, results)
 
 
