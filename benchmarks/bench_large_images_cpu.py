@@ -84,9 +84,11 @@ def worker(args):
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
                 cpu_times.append(time.process_time() - cpu_start)
+            if i == args.warmup + args.runs - 1:
+                summary = output_summary(output)
+            del output  # before the next run: two runs' outputs at once would count in the peak
     peak = peak_rss_bytes()
-    torch.save(output_summary(output), args.outputs)
-    del output
+    torch.save(summary, args.outputs)
     result = {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu_times),
               "peak_rss_mib": peak / MIB, "peak_above_built_mib": (peak - built) / MIB}
     print("RESULT " + json.dumps(result))
