@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .fast_paths.masked_attention import fused_attention, uses_fused_attention
+
 __all__ = [
     "MLP",
     "CrossAttentionLayer",
@@ -202,8 +204,10 @@ class SelfAttentionLayer(nn.Module):
 class CrossAttentionLayer(nn.Module):
     """Mask2Former's (masked) cross-attention block from queries ``[Q, B, C]`` to ``memory [HW, B, C]``.
 
-    ``memory_mask [B * heads, Q, HW]`` (bool, ``True`` = not attended) restricts each query to
-    the foreground of its current mask prediction.
+    ``memory_mask [B, Q, HW]`` (bool, ``True`` = not attended, the same for every head) restricts each query to
+    the foreground of its current mask prediction. In CPU inference the attention runs on one fused kernel
+    (:mod:`.fast_paths.masked_attention`); the reference is ``nn.MultiheadAttention`` with the mask copied for
+    every head, as upstream.
     """
 
     def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, normalize_before: bool = False):
@@ -218,7 +222,16 @@ class CrossAttentionLayer(nn.Module):
         self, tgt: Tensor, memory: Tensor, memory_mask=None, memory_key_padding_mask=None,
         pos: Optional[Tensor] = None, query_pos: Optional[Tensor] = None,
     ) -> Tensor:
-        sublayer = cross_attention(self.multihead_attn, memory, pos, query_pos, memory_mask, memory_key_padding_mask)
+        attn = self.multihead_attn
+        if memory_mask is not None and memory_key_padding_mask is None and uses_fused_attention(self, attn, tgt):
+            key = with_pos(memory, pos)
+
+            def sublayer(x: Tensor) -> Tensor:
+                return fused_attention(attn, with_pos(x, query_pos), key, memory, memory_mask)
+        else:
+            if memory_mask is not None:  # [B * heads, Q, HW], image by image, head by head
+                memory_mask = memory_mask.unsqueeze(1).repeat(1, attn.num_heads, 1, 1).flatten(0, 1)
+            sublayer = cross_attention(attn, memory, pos, query_pos, memory_mask, memory_key_padding_mask)
         return residual(tgt, sublayer, self.norm, self.dropout, self.normalize_before)
 
 

@@ -13,6 +13,9 @@ that picks between them:
   tensors); picked by :func:`~.row_bands.uses_row_bands`.
 - :mod:`.token_chunks`: the deformable encoder's layers in inference a chunk of tokens at a time after the value
   projection (reference: each step on every token at once); picked by :func:`~.token_chunks.uses_token_chunks`.
+- :mod:`.masked_attention`: the decoder's masked cross-attention in inference on one fused attention kernel, the
+  mask read once for all heads (reference: ``nn.MultiheadAttention`` with the mask copied per head); picked by
+  :func:`~.masked_attention.uses_fused_attention`.
 
 Each has a test comparing it with its reference.
 """

@@ -201,11 +201,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         return pack_outputs([p.classes for p in predictions], masks)
 
     def attention_mask(self, logits: Tensor) -> Tensor:
-        """``[B, Q, *spatial]`` mask logits (image: ``h, w``) -> ``[B * heads, Q, prod(spatial)]`` bool, True =
-        background (not attended). A query whose mask is empty at this scale attends everywhere (decided before
-        the copy per head)."""
+        """``[B, Q, *spatial]`` mask logits (image: ``h, w``) -> ``[B, Q, prod(spatial)]`` bool, True = background
+        (not attended), the same for every head (:class:`CrossAttentionLayer` copies it per head where it needs
+        to). A query whose mask is empty at this scale attends everywhere."""
         # sigmoid(x) < 0.5  <=>  x < 0
         background = logits.flatten(2).detach() < 0
         # (Written without in-place boolean indexing so that it exports to ONNX.)
-        background = background & ~background.all(-1, keepdim=True)
-        return background.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1)
+        return background & ~background.all(-1, keepdim=True)
