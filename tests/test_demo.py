@@ -14,6 +14,7 @@ from detectron2.modeling import build_model
 from conftest import REPO
 from helpers import tiny_cfg
 from mask_former.engine import predictor
+from mask_former.engine.demo_files import read_video
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 
@@ -76,13 +77,7 @@ def test_demo_on_video(config, tmp_path):
     writer.release()
     output = str(tmp_path / "clip_vis.mp4")
     assert demo.main(["--config-file", str(config), "--video-input", video_path, "--output", output]) == 0
-    video = cv2.VideoCapture(output)
-    frames = []
-    while True:
-        ok, frame = video.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames, _ = read_video(output)
     assert len(frames) == 4
     assert frames[0].shape == (48, 64, 3)
 

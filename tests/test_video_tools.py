@@ -18,7 +18,7 @@ from mask_former.config import build_config
 from mask_former.data.dataset_mappers import YTVISDatasetMapper, build_test_mapper, build_train_mapper
 from mask_former.data.dataset_mappers.build import clip_mapper_name
 from mask_former.data.demo_video_dataset import generate_demo_video_dataset, register_demo_video_datasets
-from mask_former.engine.demo_files import natural_key
+from mask_former.engine.demo_files import natural_key, read_video
 from mask_former.engine.video_predictor import draw_video_predictions, track_colors
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -110,7 +110,7 @@ def test_video_quickstart_runs_end_to_end_and_checks_learning(video_root, tmp_pa
     output = tmp_path / "out"
     opts = [*TINY_OPTS, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(output)]
     assert quickstart.main(["--video", "--num-images", "1", "--opts", *opts]) == 1
-    frames, fps = read_video_frames(output / "visualization.mp4")
+    frames, fps = read_video(str(output / "visualization.mp4"))
     first_video = json.loads((video_root / "val.json").read_text())["videos"][0]
     assert len(frames) == first_video["length"] and fps == pytest.approx(quickstart.VISUALIZATION_FPS)
     assert frames[0].shape == (3 * 48, 2 * 3 * 64, 3)  # input | instances, 3 times larger
@@ -154,19 +154,6 @@ def uniform_frame(value, height=48, width=64):
     return np.full((height, width, 3), value, dtype=np.uint8)
 
 
-def read_video_frames(path):
-    video = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = video.read()
-        if not ok:
-            break
-        frames.append(frame)
-    fps = video.get(cv2.CAP_PROP_FPS)
-    video.release()
-    return frames, fps
-
-
 def write_video(path, frames, fps):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, frames[0].shape[1::-1])
     for frame in frames:
@@ -183,7 +170,7 @@ def test_demo_on_a_folder_of_frames_keeps_their_natural_order(video_config, tmp_
     # No instance clears a threshold of 1: the drawn frames are the input frames.
     argv = ["--config-file", str(video_config), "--input", str(frames), "--output", str(output)]
     assert demo_video.main(argv + ["--save-frames", "--confidence-threshold", "1.0"]) == 0
-    drawn, fps = read_video_frames(output / "visualization.mp4")
+    drawn, fps = read_video(str(output / "visualization.mp4"))
     assert len(drawn) == 4 and drawn[0].shape == (48, 64, 3) and fps == pytest.approx(10.0)
     assert [round(float(frame.mean()) / 20) for frame in drawn] == [1, 2, 10, 11]
     assert sorted(os.listdir(output), key=natural_key) == ["1.png", "2.png", "10.png", "11.png", "visualization.mp4"]
@@ -194,11 +181,11 @@ def test_demo_on_a_video_file_with_windows(video_config, tmp_path):
     write_video(source, [uniform_frame(40 * i) for i in range(5)], fps=7.0)
     argv = ["--config-file", str(video_config), "--video-input", str(source), "--window-size", "2"]
     assert demo_video.main(argv + ["--output", str(tmp_path / "vis.mp4"), "--save-frames", "True"]) == 0
-    drawn, fps = read_video_frames(tmp_path / "vis.mp4")
+    drawn, fps = read_video(str(tmp_path / "vis.mp4"))
     assert len(drawn) == 5 and fps == pytest.approx(7.0)  # the input's frame rate
     assert sorted(os.listdir(tmp_path / "vis_frames")) == [f"{i:05d}.jpg" for i in range(5)]
     assert demo_video.main(argv + ["--output", str(tmp_path / "slow.mp4"), "--fps", "3"]) == 0
-    assert read_video_frames(tmp_path / "slow.mp4")[1] == pytest.approx(3.0)
+    assert read_video(str(tmp_path / "slow.mp4"))[1] == pytest.approx(3.0)
 
 
 def test_demo_shows_nothing_without_a_display(video_config, tmp_path, monkeypatch, logs):
