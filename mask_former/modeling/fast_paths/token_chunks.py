@@ -13,8 +13,6 @@ time into one output buffer: the temporaries are a few MB, reused from chunk to 
 The same operators on the same rows: equal up to float rounding (a GEMM may block fewer rows differently).
 Picked by :func:`uses_token_chunks`.
 """
-from typing import Callable
-
 import torch
 from torch import Tensor, nn
 
@@ -47,17 +45,15 @@ def encoder_layer_by_chunks(
     reference_points: Tensor,
     spatial_shapes: Tensor,
     level_start_index: Tensor,
-    post_attention: Callable[[Tensor, Tensor], Tensor],
 ) -> Tensor:
     """
     ``layer``'s output, computed ``TOKENS_PER_CHUNK`` rows at a time after the values are projected.
 
     Args:
-        layer: an ``MSDeformAttnTransformerEncoderLayer`` (its ``self_attn`` an ``MSDeformAttn``).
+        layer: an ``MSDeformAttnTransformerEncoderLayer``: its ``self_attn`` (an ``MSDeformAttn``), then its
+            ``post_attention`` (residuals, norms and feed-forward), which reads each row alone.
         src, pos (`Tensor` of shape `(N, S, C)`): the tokens of all levels and their position embeddings.
         reference_points (`Tensor` of shape `(N, S, L, 2)`), spatial_shapes, level_start_index: as ``layer``.
-        post_attention: ``(rows of src, their attention output) -> their rows of the layer's output``: the
-            residuals, norms and feed-forward after the attention, as the reference computes them.
 
     Returns:
         `Tensor` of shape `(N, S, C)`.
@@ -70,5 +66,5 @@ def encoder_layer_by_chunks(
         attended = layer.self_attn.attend(
             x + pos[:, rows], reference_points[:, rows], value, spatial_shapes, level_start_index
         )
-        out[:, rows] = post_attention(x, attended)
+        out[:, rows] = layer.post_attention(x, attended)
     return out

@@ -41,9 +41,7 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self, src: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: Tensor, level_start_index: Tensor
     ) -> Tensor:
         if uses_token_chunks(self, src):
-            return encoder_layer_by_chunks(
-                self, src, pos, reference_points, spatial_shapes, level_start_index, self.post_attention
-            )
+            return encoder_layer_by_chunks(self, src, pos, reference_points, spatial_shapes, level_start_index)
         attended = self.self_attn(with_pos(src, pos), reference_points, src, spatial_shapes, level_start_index)
         return self.post_attention(src, attended)
 
