@@ -214,12 +214,12 @@ def worker(args):
     print("RESULT " + json.dumps(result))
 
 
-def run_worker(args, argv, kind, name, weights):
+def run_worker(args, kind, name, weights):
     path = PATHS[name]
     command = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--weights", weights]
     if path.upstream:
         command += ["--upstream", args.upstream]
-    command += argv + list(path.opts)
+    command += worker_argv(args) + list(path.opts)
     print(f"[bench_train_cpu] {name}: {kind}", file=sys.stderr, flush=True)
     completed = subprocess.run(
         command, env={**os.environ, **path.env, "PYTHONPATH": REPO}, capture_output=True, text=True, cwd=REPO
@@ -242,7 +242,6 @@ def worker_argv(args) -> List[str]:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.worker:
         return worker(args)
@@ -261,7 +260,7 @@ def main(argv=None):
                 for kind in kinds:
                     if kind == "training" and PATHS[name].inference_only:
                         continue
-                    results[name].update(run_worker(args, worker_argv(args), kind, name, weights))
+                    results[name].update(run_worker(args, kind, name, weights))
             rounds.append(results)
     medians = {
         name: {key: statistics.median(r[name][key] for r in rounds) for key in rounds[0][name]} for name in names
