@@ -3,7 +3,7 @@ with the pixel count:
 
     .venv/bin/python benchmarks/bench_large_images_cpu.py \\
         --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml \\
-        [--upstream /path/to/Mask2Former] [--runs 3] [--with-2048]
+        [--upstream /path/to/Mask2Former] [--runs 3] [--rounds 3] [--with-2048]
 
 For each size (512x512, 1024x1024, 1024x2048; 2048x2048 with ``--with-2048``; or ``--sizes HxW ...``) and
 each path (ours, and upstream's with ``--upstream``), one fresh subprocess builds the model on the same random
@@ -14,10 +14,13 @@ shared machine) and the process's peak RSS (the whole process: interpreter, weig
 above its RSS once the model is built). Upstream is imported and built as ``bench_train_cpu.py`` does it (its
 MSDeformAttn runs its PyTorch version; ours runs the default implementation).
 
+With ``--rounds N`` each size runs N rounds of both paths, the order reversed every other round, so that a drift
+in the machine hits both; the figures are medians over the rounds, the speed-ups the median of the rounds' own.
+
 Prints a markdown table: per size and path the median seconds and peak RSS; per size ours over upstream (speed-up
-and memory ratio, and whether the outputs agree: see :func:`compare_outputs`); and per path how time and memory
-grow from the first size (the pixel count's growth beside them). Peak RSS is reliable on a shared machine, the
-times are not: time on a quiet one.
+by round and their median, memory ratio, and whether the outputs agree: see :func:`compare_outputs`); and per path
+how time and memory grow from the first size (the pixel count's growth beside them). Peak RSS is reliable on a
+shared machine, the times are not: time on a quiet one.
 """
 import argparse
 import json
@@ -55,6 +58,8 @@ def parse_args(argv=None):
     parser.add_argument("--with-2048", action="store_true", help="add 2048x2048 to the sizes")
     parser.add_argument("--runs", type=int, default=3, help="timed inferences per size and path (median)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds per size, each a fresh process per path, the order alternating")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--upstream", default=None, help="a Mask2Former checkout to run beside ours")
     parser.add_argument("--worker", type=parse_size, help=argparse.SUPPRESS)
@@ -157,26 +162,46 @@ def run_worker(args, size, upstream: bool, weights: str, outputs: str):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def median_result(rounds: list, path: str) -> dict:
+    """The median over ``rounds`` (``[{path: worker result}]``) of each of ``path``'s figures."""
+    figures = ("seconds", "cpu_seconds", "peak_rss_mib", "peak_above_built_mib")
+    return {key: statistics.median(r[path][key] for r in rounds) for key in figures}
+
+
+def speedups(rounds: list, key: str) -> list:
+    """Upstream's ``key`` over ours, round by round."""
+    return [r["upstream"][key] / r["ours"][key] for r in rounds]
+
+
+def by_round(ratios: list) -> str:
+    text = f"{statistics.median(ratios):.2f}x"
+    return text if len(ratios) == 1 else f"{text} ({', '.join(f'{x:.2f}x' for x in ratios)})"
+
+
 def print_tables(args, results):
-    """``results[(path, size)]`` -> the worker's result."""
+    """``results[size]`` -> the rounds, ``[{path: the worker's result}]``."""
     paths = ["ours"] + (["upstream"] if args.upstream else [])
     threads = args.threads or torch.get_num_threads()
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} threads"
-    print(f"{args.config_file}, torch {torch.__version__}, {machine}, median of {args.runs} run(s)")
+    print(f"{args.config_file}, torch {torch.__version__}, {machine}, median of {args.runs} run(s) a round, "
+          f"{args.rounds} round(s)")
     header = "| size | path | median s | median CPU s | peak RSS MiB | peak above built MiB |"
     if args.upstream:
-        header += " speed-up over upstream | CPU time speed-up | peak RSS / upstream's | outputs against upstream's |"
+        header += (" speed-up over upstream (by round) | CPU time speed-up | peak RSS / upstream's "
+                   "| outputs against upstream's |")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
+    medians = {(path, size): median_result(results[size], path) for size in args.sizes for path in paths}
     for size in args.sizes:
         for path in paths:
-            r = results[(path, size)]
+            r = medians[(path, size)]
             row = (f"| {size[0]}x{size[1]} | {path} | {r['seconds']:.3f} | {r['cpu_seconds']:.3f} "
                    f"| {r['peak_rss_mib']:.0f} | {r['peak_above_built_mib']:.0f} |")
             if args.upstream:
-                up = results[("upstream", size)]
-                row += (f" {up['seconds'] / r['seconds']:.2f}x | {up['cpu_seconds'] / r['cpu_seconds']:.2f}x "
-                        f"| {r['peak_rss_mib'] / up['peak_rss_mib']:.2f}x | {r['agreement']} |"
+                memory = r["peak_rss_mib"] / medians[("upstream", size)]["peak_rss_mib"]
+                row += (f" {by_round(speedups(results[size], 'seconds'))} "
+                        f"| {by_round(speedups(results[size], 'cpu_seconds'))} "
+                        f"| {memory:.2f}x | {results[size][-1]['ours']['agreement']} |"
                         if path == "ours" else " | | | |")
             print(row)
     first = args.sizes[0]
@@ -187,9 +212,19 @@ def print_tables(args, results):
     for size in args.sizes:
         cells = [f"{size[0] * size[1] / (first[0] * first[1]):.1f}x"]
         for path in paths:
-            r, base = results[(path, size)], results[(path, first)]
+            r, base = medians[(path, size)], medians[(path, first)]
             cells += [f"{r['seconds'] / base['seconds']:.2f}x", f"{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x"]
         print(f"| {size[0]}x{size[1]} | " + " | ".join(cells) + " |")
+
+
+def run_round(args, size, order: list, weights: str, folder: str) -> dict:
+    """One round at ``size``: each path of ``order`` once, in that order, with ours' outputs compared to
+    upstream's."""
+    outputs = {path: os.path.join(folder, f"{path}.pth") for path in order}
+    result = {path: run_worker(args, size, path == "upstream", weights, outputs[path]) for path in order}
+    if args.upstream:
+        result["ours"]["agreement"] = compare_outputs(*(torch.load(outputs[path]) for path in ("ours", "upstream")))
+    return result
 
 
 def main(argv=None):
@@ -198,19 +233,18 @@ def main(argv=None):
         return worker(args)
     if not os.path.isfile(args.config_file):
         sys.exit(f"config file not found: {args.config_file}")
+    paths = ["ours"] + (["upstream"] if args.upstream else [])
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         weights = os.path.join(folder, "weights.pth")
         torch.save(build_model(args).state_dict(), weights)
         for size in args.sizes:
-            # Ours and upstream's alternate, size by size, so that a drift in the machine's load hits both.
-            outputs = {path: os.path.join(folder, f"{path}.pth") for path in ("ours", "upstream")}
-            results[("ours", size)] = run_worker(args, size, False, weights, outputs["ours"])
-            if args.upstream:
-                results[("upstream", size)] = run_worker(args, size, True, weights, outputs["upstream"])
-                results[("ours", size)]["agreement"] = compare_outputs(
-                    *(torch.load(outputs[path]) for path in ("ours", "upstream"))
-                )
+            # Ours and upstream's alternate, size by size and round by round, so that a drift in the machine's load
+            # hits both.
+            results[size] = [
+                run_round(args, size, paths if i % 2 == 0 else paths[::-1], weights, folder)
+                for i in range(args.rounds)
+            ]
     print_tables(args, results)
 
 
