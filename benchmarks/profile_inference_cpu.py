@@ -7,13 +7,14 @@ Random weights of the config (default: the R50 COCO-panoptic one, all three infe
 inferences after one warm-up and prints, for the backbone, the pixel decoder, the transformer decoder and the
 post-processing (``MaskFormer.inference``), the median milliseconds, the share of the whole, the stage's FLOPs as
 fvcore counts them (two per multiply-add; not the deformable sampling, elementwise operators or post-processing)
-and the GFLOP/s that makes, as a fraction of the float32 GEMM throughput measured in the same run
-(``roofline.py``). Then one more inference under torch.profiler: the ``--top`` operators by self CPU time, with
-their input shapes. Sibling of ``profile_train_cpu.py``.
+and the GFLOP/s that makes, as a fraction of the GEMM throughput measured in the same run in the network's dtype
+(float32, or ``MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE``'s; ``roofline.py``). Then one more inference under
+torch.profiler: the ``--top`` operators by self CPU time, with their input shapes. Sibling of
+``profile_train_cpu.py``.
 """
 import argparse
 import statistics
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -37,14 +38,23 @@ def parse_args(argv=None):
     return args
 
 
-def stages(model) -> Dict[str, tuple]:
-    """Stage name -> (object, method name, fvcore module name whose FLOPs it runs, or None)."""
+# Stage -> the fvcore module whose FLOPs it runs ("" is the whole network).
+FLOP_MODULES = {
+    "backbone": "backbone",
+    "pixel decoder": "sem_seg_head.pixel_decoder",
+    "transformer decoder": "sem_seg_head.predictor",
+    "whole inference": "",
+}
+
+
+def stages(model) -> Dict[str, Tuple[object, str]]:
+    """Stage name -> (object, name of the method that runs it)."""
     head = model.sem_seg_head
     return {
-        "backbone": (model.backbone, "forward", "backbone"),
-        "pixel decoder": (head.pixel_decoder, "forward_features", "sem_seg_head.pixel_decoder"),
-        "transformer decoder": (head.predictor, "forward", "sem_seg_head.predictor"),
-        "post-processing": (model, "inference", None),
+        "backbone": (model.backbone, "forward"),
+        "pixel decoder": (head.pixel_decoder, "forward_features"),
+        "transformer decoder": (head.predictor, "forward"),
+        "post-processing": (model, "inference"),
     }
 
 
@@ -54,32 +64,33 @@ def time_stages(model, inputs: List[Dict], runs: int) -> Dict[str, List[float]]:
     times = {name: [] for name in (*parts, "whole inference")}
     with torch.no_grad():
         model(inputs)
-        for name, (owner, method, _) in parts.items():
+        for name, (owner, method) in parts.items():
             setattr(owner, method, timed(times[name], getattr(owner, method)))
         try:
             for _ in range(runs):
                 timed(times["whole inference"], model)(inputs)
         finally:
-            for owner, method, _ in parts.values():
+            for owner, method in parts.values():
                 del owner.__dict__[method]
     return times
 
 
-def stage_table(model, inputs: List[Dict], times: Dict[str, List[float]], gemm: float) -> str:
+def stage_table(model, inputs: List[Dict], times: Dict[str, List[float]], dtype: str, gemm: float) -> str:
+    """One markdown row per stage: median ms, share of the whole, and where fvcore counts the stage's FLOPs, their
+    rate and its fraction of ``gemm`` (GFLOP/s in the network's ``dtype``)."""
     by_module = flop_count_analysis(model, inputs[0]).by_module()
     whole = statistics.median(times["whole inference"])
     rows = [
-        "| stage | median ms | share | GFLOP | GFLOP/s | of float32 GEMM |",
+        f"| stage | median ms | share | GFLOP | GFLOP/s | of {dtype} GEMM |",
         "|---|---|---|---|---|---|",
     ]
     for name, seconds in times.items():
         median = statistics.median(seconds)
-        module = stages(model).get(name, (None, None, ""))[2]
-        gflop = 2 * by_module[module] / 1e9 if module is not None else None
-        rate = f"{gflop / median:.1f} | {gflop / median / gemm:.1%}" if gflop else "- | -"
-        rows.append(
-            f"| {name} | {1e3 * median:.1f} | {median / whole:.1%} | {f'{gflop:.1f}' if gflop else '-'} | {rate} |"
-        )
+        cells = "- | - | -"
+        if name in FLOP_MODULES:
+            gflop = 2 * by_module[FLOP_MODULES[name]] / 1e9
+            cells = f"{gflop:.1f} | {gflop / median:.1f} | {gflop / median / gemm:.1%}"
+        rows.append(f"| {name} | {1e3 * median:.1f} | {median / whole:.1%} | {cells} |")
     return "\n".join(rows)
 
 
@@ -96,11 +107,13 @@ def main(argv=None):
     model = build_model(args).eval()
     image = torch.randint(0, 256, (3, *args.size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     inputs = [{"image": image, "height": args.size[0], "width": args.size[1]}]
-    gemm = gemm_gflops(torch.float32)
+    dtype = model.inference_dtype or torch.float32  # the network's, under MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE
+    dtype_name = str(dtype).removeprefix("torch.")
+    gemm = gemm_gflops(dtype)
     times = time_stages(model, inputs, args.runs)
     print(f"## {args.config_file} at {args.size[0]}x{args.size[1]}, {args.runs} runs, {machine()}, "
-          f"float32 GEMM {gemm:.1f} GFLOP/s\n")
-    print(stage_table(model, inputs, times, gemm))
+          f"{dtype_name} GEMM {gemm:.1f} GFLOP/s\n")
+    print(stage_table(model, inputs, times, dtype_name, gemm))
     print(f"\n## top {args.top} operators by self CPU time, one inference\n")
     print(operator_table(model, inputs, args.top))
 
