@@ -10,11 +10,10 @@ Fast path: :func:`fused_attention`, the same projections (the module's own weigh
 and does the scaling, masking, softmax and product in one pass over blocks of keys. Equal up to float rounding
 (the scores are scaled inside the kernel and summed blockwise). Picked by :func:`uses_fused_attention`.
 """
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from . import capturing_graph
+from . import eager_cpu_inference
 
 __all__ = ["fused_attention", "uses_fused_attention"]
 
@@ -24,10 +23,7 @@ def uses_fused_attention(layer: nn.Module, attn: nn.MultiheadAttention, query: T
     no autograd, no graph captured for export) with one input projection for queries, keys and values, as
     Mask2Former's layers have."""
     return (
-        not capturing_graph()
-        and query.device.type == "cpu"
-        and not layer.training
-        and not torch.is_grad_enabled()
+        eager_cpu_inference(layer, query)
         and attn.in_proj_weight is not None
         and attn.bias_k is None
         and not attn.add_zero_attn

@@ -16,7 +16,7 @@ Picked by :func:`uses_token_chunks`.
 import torch
 from torch import Tensor, nn
 
-from . import capturing_graph
+from . import eager_cpu_inference
 
 __all__ = ["TOKENS_PER_CHUNK", "encoder_layer_by_chunks", "uses_token_chunks"]
 
@@ -28,14 +28,8 @@ maps on its own, so every chunk reuses the memory of the one before."""
 def uses_token_chunks(layer: nn.Module, src: Tensor) -> bool:
     """Whether ``layer`` runs :func:`encoder_layer_by_chunks` on ``src [N, S, C]``: CPU inference (eval mode, no
     autograd) on more than one chunk of tokens, not while a graph is captured for export."""
-    # capturing_graph() before the size test: under torch.export that test would become a guard of the graph.
-    return (
-        not capturing_graph()
-        and src.device.type == "cpu"
-        and not layer.training
-        and not torch.is_grad_enabled()
-        and src.shape[1] > TOKENS_PER_CHUNK
-    )
+    # eager_cpu_inference() before the size test: under torch.export that test would become a guard of the graph.
+    return eager_cpu_inference(layer, src) and src.shape[1] > TOKENS_PER_CHUNK
 
 
 def encoder_layer_by_chunks(
