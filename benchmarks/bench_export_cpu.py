@@ -4,12 +4,14 @@ the model's ``__call__``).
 
     .venv/bin/python benchmarks/bench_export_cpu.py \\
         --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml --size 512 \\
-        [--rounds 7] [--threads N] [--deform-attn {gather,grid-sample}] [--profile]
+        [--rounds 7] [--threads N] [--deform-attn {gather,grid-sample}] [--quantize int8] [--profile]
 
 Random weights (timing needs no checkpoint). Exports once into a temporary folder, then, after
 ``--warmup`` passes of each, runs ``--rounds`` rounds of one eager pass and one onnxruntime pass, the order
 alternating from round to round, so that both see the same load on a shared machine. Prints each round's
-wall-clock and CPU seconds and speed-up (eager time / onnxruntime time), their medians, and a markdown row.
+wall-clock and CPU seconds and speed-up (eager time / onnxruntime time), their medians, how far the exported
+``sem_seg`` is from eager's (largest difference, argmax agreement), and a markdown row. ``--quantize int8``
+times the int8 variant of the export against eager float32.
 CPU seconds (the process's, all threads) compare the two fairly on a loaded machine with ``--threads 1``;
 with more threads they include threads waiting for work. ``--threads`` sets both libraries' threads (default:
 each library's own default, what users get). ``--profile`` also prints onnxruntime's kernel time per
@@ -35,6 +37,7 @@ import mask_former  # noqa: F401  (registers the model)
 from mask_former.config import build_config
 from mask_former.export import load_exported
 from mask_former.export.exporter import export_model
+from mask_former.export.quantize import QUANTIZATIONS
 from mask_former.export.runtime import MODEL_FILES
 from mask_former.ops import EXPORT_FORMS
 
@@ -103,6 +106,16 @@ def eager_profile(run: Callable[[], object], runs: int) -> Dict[str, float]:
     return {event.key: event.self_cpu_time_total / 1000 / runs for event in prof.key_averages()}
 
 
+def print_agreement(eager_result: Dict, exported_result: Dict) -> None:
+    """How far the exported model's semantic output is from eager's: the largest difference, and the share of
+    pixels whose argmax class agrees (the measure of the reduced-precision variants)."""
+    if "sem_seg" not in eager_result:
+        return
+    ours, theirs = exported_result["sem_seg"], eager_result["sem_seg"].numpy()
+    print(f"sem_seg against eager: largest difference {np.abs(ours - theirs).max():.3g}, "
+          f"argmax agreement {100 * (ours.argmax(0) == theirs.argmax(0)).mean():.2f}% of the pixels")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml")
@@ -115,6 +128,8 @@ def main(argv=None) -> int:
                         help="also print both paths' time per operator type, as shares of their total")
     parser.add_argument("--deform-attn", default="gather", choices=sorted(EXPORT_FORMS),
                         help="form of the deformable attention in the exported graph (tools/export_model.py)")
+    parser.add_argument("--quantize", default=None, choices=sorted(QUANTIZATIONS),
+                        help="export int8 weight products (tools/export_model.py); eager stays float32")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -126,13 +141,14 @@ def main(argv=None) -> int:
 
     def eager():
         with torch.no_grad():
-            model([{"image": tensor}])
+            return model([{"image": tensor}])[0]
 
     with tempfile.TemporaryDirectory() as directory:
         print("[export] exporting to ONNX ...", file=sys.stderr, flush=True)
-        export_model(model, cfg, "onnx", directory, deform_attn=args.deform_attn)
+        export_model(model, cfg, "onnx", directory, deform_attn=args.deform_attn, quantize=args.quantize)
         predictor = load_exported(directory, threads=args.threads)
         times = alternate({"eager": eager, "onnxruntime": lambda: predictor(image)}, args.rounds, args.warmup)
+        print_agreement(eager(), predictor(image))
         if args.profile:
             path = os.path.join(directory, MODEL_FILES["onnx"])
             print_shares("onnxruntime, kernel time per operator type",
@@ -148,11 +164,12 @@ def main(argv=None) -> int:
     threads = args.threads or f"default (torch {torch.get_num_threads()})"
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, threads {threads}, "
                f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
-    print("| config | size | --deform-attn | eager s | onnxruntime s | speed-up (median of rounds) "
+    graph = args.deform_attn + (f", {args.quantize}" if args.quantize else "")
+    print("| config | size | exported graph | eager s | onnxruntime s | speed-up (median of rounds) "
           "| CPU s eager / onnxruntime | CPU speed-up | machine |")
     print("|---|---|---|---|---|---|---|---|---|")
     config = os.path.basename(args.config_file)
-    print(f"| {config} | {args.size} | {args.deform_attn} | {wall['eager']:.3f} | {wall['onnxruntime']:.3f} "
+    print(f"| {config} | {args.size} | {graph} | {wall['eager']:.3f} | {wall['onnxruntime']:.3f} "
           f"| {statistics.median(speedups):.2f}x | {cpu['eager']:.3f} / {cpu['onnxruntime']:.3f} "
           f"| {statistics.median(cpu_speedups):.2f}x | {machine} |")
     return 0

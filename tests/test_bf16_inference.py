@@ -1,12 +1,11 @@
 """Reduced-precision inference (``MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE``): the config key, the network under
 autocast with float32 post-processing, the CPU deformable-attention operator in bfloat16 / float16 against the
 float32 reference, and the golden fixtures in bfloat16 against upstream's float32 outputs."""
-import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
 
-from helpers import run_fixture, tiny_cfg
+from helpers import pixel_categories, run_fixture, tiny_cfg
 from mask_former.errors import ConfigError
 from mask_former.modeling.precision import autocast_dtype, run_autocast
 from mask_former.ops import ms_deform_attn_cpu, ms_deform_attn_pytorch
@@ -181,15 +180,6 @@ def test_deformable_attention_layer_under_bfloat16_autocast(implementation, monk
 
 
 # The golden fixtures in bfloat16.
-
-
-def pixel_categories(panoptic_seg, segments_info) -> torch.Tensor:
-    """``[H, W]`` category of each pixel of a panoptic result, -1 where no segment is."""
-    ids = torch.as_tensor(np.asarray(panoptic_seg)).long()
-    lookup = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
-    for segment in segments_info:
-        lookup[segment["id"]] = segment["category_id"]
-    return lookup[ids]
 
 
 @pytest.mark.parametrize("name", BF16_GOLDEN)

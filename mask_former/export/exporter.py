@@ -9,7 +9,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import onnx
 import torch
@@ -20,6 +20,7 @@ from ..compat import size_oblivious_export
 from ..modeling.padding import padding_to_multiple
 from ..ops import EXPORT_FORMS, export_form
 from .graph_stages import instance_rows, panoptic_rows, semantic_rows
+from .quantize import QUANTIZATIONS
 from .runtime import FORMAT_VERSION, META_FILE, MODEL_FILES, output_names
 
 logger = logging.getLogger(__name__)
@@ -152,14 +153,22 @@ EXPORTERS = {"onnx": export_onnx, "torch-export": export_torch}
 """``format -> exporter(wrapper, example image, output path)``."""
 
 
-def export_model(model, cfg, export_format: str, output_dir, deform_attn: str = "gather") -> Path:
+def export_model(
+    model, cfg, export_format: str, output_dir, deform_attn: str = "gather", quantize: Optional[str] = None,
+) -> Path:
     """Write ``model.onnx`` or ``model.pt2`` and ``meta.json`` into ``output_dir``; returns the model file.
     ``deform_attn`` (a key of :data:`mask_former.ops.EXPORT_FORMS`) is the form of the deformable attention in
-    the graph: ``gather`` (Gather and arithmetic) or ``grid-sample`` (GridSample)."""
+    the graph: ``gather`` (Gather and arithmetic) or ``grid-sample`` (GridSample). ``quantize`` (ONNX only, a
+    key of :data:`~mask_former.export.quantize.QUANTIZATIONS`, or None: float32) rewrites the written graph in
+    reduced precision."""
     if export_format not in MODEL_FILES:
         raise ValueError(f"--format {export_format!r} is not supported: use one of {sorted(MODEL_FILES)}")
     if deform_attn not in EXPORT_FORMS:
         raise ValueError(f"--deform-attn {deform_attn!r} is not supported: use one of {sorted(EXPORT_FORMS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ValueError(f"--quantize {quantize!r} is not supported: use one of {sorted(QUANTIZATIONS)}")
+    if quantize is not None and export_format != "onnx":
+        raise ValueError(f"--quantize {quantize} applies to --format onnx only, not {export_format!r}")
     wrapper = ExportableMaskFormer(model.eval())
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +178,11 @@ def export_model(model, cfg, export_format: str, output_dir, deform_attn: str = 
     logger.info("exporting to %s ...", path)
     with torch.no_grad(), export_form(deform_attn):
         EXPORTERS[export_format](wrapper, image, path)
+    if quantize is not None:
+        logger.info("quantizing the weight products to %s ...", quantize)
+        QUANTIZATIONS[quantize](path)
     logger.info("exported in %.1f s", time.perf_counter() - start)
-    meta = {**meta_for(wrapper, cfg, export_format), "deform_attn": deform_attn}  # for the record: both forms run alike
+    # For the record: the runtime runs every form and precision alike.
+    meta = {**meta_for(wrapper, cfg, export_format), "deform_attn": deform_attn, "quantize": quantize}
     (output_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return path
