@@ -56,6 +56,17 @@ def assemble_panoptic(
     return segment_id[owner], segments_info
 
 
+def pixel_categories(panoptic_seg, segments_info: Iterable[Dict]) -> np.ndarray:
+    """``[H, W]`` int64 category of each pixel of a panoptic result (``panoptic_seg [H, W]`` segment ids and
+    their ``segments_info``), -1 where no segment is: how two panoptic results are compared pixel by pixel
+    when their segment ids may differ."""
+    ids = np.asarray(panoptic_seg).astype(np.int64)
+    lookup = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
+    for segment in segments_info:
+        lookup[segment["id"]] = segment["category_id"]
+    return lookup[ids]
+
+
 def instance_pairs(
     top: np.ndarray, *, num_classes: int, thing_classes=None
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

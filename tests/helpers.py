@@ -135,11 +135,3 @@ def assert_one_step_trains(cfg, model, losses):
     assert any(not torch.equal(b, a) for b, a in zip(before, after))
     assert all(torch.isfinite(a).all() for a in after)
 
-
-def pixel_categories(panoptic_seg, segments_info) -> torch.Tensor:
-    """``[H, W]`` category of each pixel of a panoptic result, -1 where no segment is."""
-    ids = torch.as_tensor(np.asarray(panoptic_seg)).long()
-    lookup = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
-    for segment in segments_info:
-        lookup[segment["id"]] = segment["category_id"]
-    return lookup[ids]
