@@ -10,6 +10,8 @@ shapes of the Mask2Former R50 COCO-panoptic model (512x512 inference, 384x384 tr
 - the matcher (2 images, 100 queries, 6 targets, 12544 points) with the queries sampled by grid_sample
   (MASK_FORMER_DEFORM_ATTN=pytorch) and by the fused op (cpu);
 - instance mask scores of 100 masks at 512x512, all at once and one mask at a time;
+- the semantic map of 133 classes at 1024x2048 from bands of 30 rows (as the row-band post-processing makes
+  them), one matrix product per band and one per block of columns, into a fresh map as in inference;
 - the backward of one decoder layer's mask logits (2 images, 100 queries, 96x96) with 6 supervised queries per
   image, through the einsum and through `mask_logits`;
 - the importance-point top-k of the mask loss (12 masks, 9408 of 37632 points), sorted and unsorted;
@@ -30,6 +32,7 @@ from mask_former.modeling.fast_paths.kept_queries import (
     mean_inside_probability_per_query,
 )
 from mask_former.modeling.fast_paths.mask_logits import mask_logits, mask_logits_reference
+from mask_former.modeling.fast_paths.row_bands import SEMANTIC_BLOCK_COLUMNS, SemanticRows
 from mask_former.modeling.matcher import HungarianMatcher
 from mask_former.ops import IMPLEMENTATION_ENV, kernel_unavailable_reason, ms_deform_attn_cpu
 from timing import median_seconds
@@ -108,6 +111,25 @@ def instance_scores(runs):
     return rows
 
 
+def semantic_bands(runs):
+    generator = torch.Generator().manual_seed(0)
+    size, band = (1024, 2048), 30
+    mask_cls = torch.randn(100, 134, generator=generator)
+    prob = torch.rand(100, band, size[1], generator=generator)
+
+    def semantic_map(block_columns):
+        def run():
+            rows = SemanticRows(mask_cls, size, block_columns)
+            for start in range(0, size[0], band):
+                stop = min(start + band, size[0])
+                rows.add(start, stop, prob[:, : stop - start])
+        return run
+
+    return [("semantic map 1024x2048, one product per band of 30 rows", median_ms(semantic_map(band * size[1]), runs)),
+            (f"semantic map 1024x2048, one product per {SEMANTIC_BLOCK_COLUMNS} columns",
+             median_ms(semantic_map(SEMANTIC_BLOCK_COLUMNS), runs))]
+
+
 def mask_logit_backward(runs):
     generator = torch.Generator().manual_seed(0)
     embed = torch.randn(2, 100, 256, generator=generator, requires_grad=True)
@@ -156,15 +178,22 @@ def backbone_eval(runs):
             ("R50 backbone 512x512 eval, folded convs", median_ms(run(FrozenBNConv2d), runs))]
 
 
+PIECES = {piece.__name__: piece for piece in (
+    page_faults, level_upsampling, deformable_attention, matcher, instance_scores, semantic_bands,
+    mask_logit_backward, importance_topk, backbone_eval,
+)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--pieces", nargs="+", choices=list(PIECES), metavar="NAME",
+                        help=f"only these pieces (default: all): {', '.join(PIECES)}")
     args = parser.parse_args(argv)
     if kernel_unavailable_reason("cpu", torch.empty(0)):
         sys.exit(f"the fused CPU op is needed: {kernel_unavailable_reason('cpu', torch.empty(0))}")
     rows = []
-    for piece in (page_faults, level_upsampling, deformable_attention, matcher, instance_scores,
-                  mask_logit_backward, importance_topk, backbone_eval):
+    for piece in (PIECES[name] for name in args.pieces or PIECES):
         print(f"[bench_cpu_pieces] {piece.__name__}", file=sys.stderr, flush=True)
         rows += piece(args.runs)
     processor = platform.processor() or platform.machine()

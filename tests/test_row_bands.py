@@ -8,6 +8,7 @@ import mask_former.modeling.fast_paths.row_bands as row_bands
 import mask_former.modeling.meta_arch.maskformer as meta
 from helpers import tiny_cfg
 from mask_former.modeling.fast_paths.row_bands import (
+    SemanticRows,
     exact_resize,
     row_band_inference,
     upsampled_rows,
@@ -19,6 +20,19 @@ from mask_former.modeling.postprocessing import InferenceTasks, full_size_infere
 def test_exact_resize_needs_a_power_of_two_factor_both_ways():
     assert exact_resize((8, 3), (32, 12)) and exact_resize((8, 3), (8, 3)) and exact_resize((5, 2), (40, 4))
     assert not exact_resize((8, 3), (24, 12)) and not exact_resize((8, 3), (32, 9)) and not exact_resize((8, 3), (4, 3))
+
+
+@pytest.mark.parametrize("block_columns", [1, 7, 64, 10**9])
+def test_semantic_map_by_blocks_of_columns_is_the_semantic_product(block_columns):
+    """Bands of rows, each a block of columns at a time (odd blocks, blocks past a band's end, one block per
+    band): the reference's product of the class probabilities and the mask probabilities."""
+    torch.manual_seed(0)
+    mask_cls, prob = torch.randn(6, 5), torch.rand(6, 11, 13)
+    rows = SemanticRows(mask_cls, (11, 13), block_columns)
+    for start, stop in [(0, 4), (4, 5), (5, 11)]:
+        rows.add(start, stop, prob[:, start:stop])
+    expected = torch.einsum("qc,qhw->chw", mask_cls.softmax(-1)[:, :-1], prob)
+    torch.testing.assert_close(rows.finish()["sem_seg"], expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("factor", [1, 2, 4, 8])

@@ -25,14 +25,20 @@ from . import capturing_graph
 from .kept_queries import classify_queries, kept_query_owners
 
 __all__ = [
-    "BAND_BYTES", "SMALL_OUTPUT_SPAN", "BandSource", "exact_resize", "row_band_inference", "upsampled_rows",
-    "uses_row_bands",
+    "BAND_BYTES", "SEMANTIC_BLOCK_COLUMNS", "SMALL_OUTPUT_SPAN", "BandSource", "SemanticRows", "exact_resize",
+    "row_band_inference", "upsampled_rows", "uses_row_bands",
 ]
 
 BAND_BYTES = 24 * 2**20
 """The float logits of one band, about: small enough that the allocator reuses the memory of the band before
 rather than mapping fresh pages each band (glibc maps allocations above 32 MiB on their own), large enough that
 the rows recomputed at each band's edges (:func:`upsampled_rows`) are a small share."""
+
+SEMANTIC_BLOCK_COLUMNS = 2048
+"""Columns of ``sem_seg`` one matrix product writes: a block's output (1 MiB at 133 classes) fits the core's L2
+cache while the product writes it. One product over a band's tens of thousands of columns was slower at
+1024x2048 (``benchmarks/bench_cpu_pieces.py``); the values are the same (each is the same sum over the
+queries)."""
 
 
 def uses_row_bands() -> bool:
@@ -117,17 +123,22 @@ class BandSource:
 
 
 class SemanticRows:
-    """:func:`~mask_former.modeling.postprocessing.semantic_inference` written band by band into ``sem_seg``."""
+    """:func:`~mask_former.modeling.postprocessing.semantic_inference` written band by band into ``sem_seg``, each
+    band ``block_columns`` columns of the ``[K, H * W]`` output at a time (see :data:`SEMANTIC_BLOCK_COLUMNS`)."""
 
-    def __init__(self, mask_cls: Tensor, size):
+    def __init__(self, mask_cls: Tensor, size, block_columns: int = SEMANTIC_BLOCK_COLUMNS):
         self.probs = F.softmax(mask_cls, dim=-1)[:, :-1].t()
         self.sem_seg = mask_cls.new_empty(self.probs.shape[0], *size)
+        self.block_columns = block_columns
 
     def add(self, start: int, stop: int, prob: Tensor):
         width = self.sem_seg.shape[-1]
-        # The band's columns of the [K, H * W] output: a strided matrix the product writes into directly.
+        # The band's columns of the [K, H * W] output: a strided matrix the products write into directly.
         out = self.sem_seg.view(self.sem_seg.shape[0], -1)[:, start * width: stop * width]
-        torch.mm(self.probs, prob.reshape(prob.shape[0], -1), out=out)
+        prob = prob.reshape(prob.shape[0], -1)
+        for first in range(0, out.shape[1], self.block_columns):
+            block = slice(first, first + self.block_columns)
+            torch.mm(self.probs, prob[:, block], out=out[:, block])
 
     def finish(self) -> Dict:
         return {"sem_seg": self.sem_seg}
