@@ -15,8 +15,8 @@ times the int8 variant of the export against eager float32.
 CPU seconds (the process's, all threads) compare the two fairly on a loaded machine with ``--threads 1``;
 with more threads they include threads waiting for work. ``--threads`` sets both libraries' threads (default:
 each library's own default, what users get). ``--profile`` also prints onnxruntime's kernel time per
-operator type and the torch profiler's per operator of eager, as shares of each one's total (shares stay
-meaningful on a loaded machine).
+operator type (three runs after two warm-up runs of a fresh session, which it leaves out) and the torch
+profiler's per operator of eager, as shares of each one's total (shares stay meaningful on a loaded machine).
 """
 import argparse
 import collections
