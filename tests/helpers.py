@@ -9,6 +9,7 @@ from detectron2.projects.deeplab import add_deeplab_config
 from PIL import Image
 
 import mask_former
+from mask_former.assembly import pixel_categories
 from mask_former.engine.optimizer import build_optimizer
 
 
@@ -135,3 +136,13 @@ def assert_one_step_trains(cfg, model, losses):
     assert any(not torch.equal(b, a) for b, a in zip(before, after))
     assert all(torch.isfinite(a).all() for a in after)
 
+
+def assert_agrees_with_upstream(result, reference):
+    """A reduced-precision result (bfloat16 model, int8 export) against a golden fixture's float32 ``reference``:
+    the semantic argmax on at least 99% of the pixels and, where the fixture has one, the panoptic category on at
+    least 98%. ``result`` holds ``sem_seg`` and ``panoptic_seg`` as the model or the exported runtime returns them."""
+    argmax = np.asarray(result["sem_seg"]).argmax(0)
+    assert (argmax == reference["sem_seg_argmax"].numpy()).mean() >= 0.99
+    if "panoptic_seg" in reference:
+        ours = pixel_categories(*result["panoptic_seg"])
+        assert (ours == pixel_categories(reference["panoptic_seg"], reference["segments_info"])).mean() >= 0.98

@@ -13,7 +13,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from PIL import Image
 
-from helpers import golden_cfg, tiny_cfg
+from helpers import assert_agrees_with_upstream, golden_cfg, tiny_cfg
 from mask_former.assembly import pixel_categories, torch_cpu_topk_indices
 from mask_former.export import FORMAT_VERSION, ExportedPredictor, load_exported
 from mask_former.export.exporter import export_model
@@ -337,12 +337,7 @@ def test_golden_fixture_exported_in_int8_agrees_with_upstream(name, golden_dir, 
     folder = golden_dir(name)
     _, predictor = golden_exports(folder, quantize="int8")
     image = np.array(Image.open(folder / "input.png").convert(predictor.meta["input_format"]))
-    result, reference = predictor(image), torch.load(folder / "outputs.pt", weights_only=False)
-    assert (result["sem_seg"].argmax(0) == reference["sem_seg_argmax"].numpy()).mean() >= 0.99
-    if "panoptic_seg" in reference:
-        ours = pixel_categories(*result["panoptic_seg"])
-        theirs = pixel_categories(reference["panoptic_seg"], reference["segments_info"])
-        assert (ours == theirs).mean() >= 0.98
+    assert_agrees_with_upstream(predictor(image), torch.load(folder / "outputs.pt", weights_only=False))
 
 
 @pytest.mark.parametrize("name", ["m2f_coco_panoptic", "maskformer_v1_coco_panoptic"])
