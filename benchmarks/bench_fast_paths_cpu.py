@@ -3,17 +3,20 @@
     .venv/bin/python benchmarks/bench_fast_paths_cpu.py --fast-path token_chunks --size 1024x2048 --rounds 4
     .venv/bin/python benchmarks/bench_fast_paths_cpu.py --fast-path masked_attention --rounds 6 \\
         MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE bfloat16
+    .venv/bin/python benchmarks/bench_fast_paths_cpu.py --fast-path recycled_memory --rounds 8
 
 For each variant, the median over rounds of: the whole inference, the network (``MaskFormer.network``), the
 post-processing (``MaskFormer.inference``) and the part the fast path replaces (the deformable encoder for
-``token_chunks``, the transformer decoder for ``masked_attention``); then how far the outputs of the two variants
-are apart. Random weights of the config (default: the R50 COCO-panoptic one). "off" forces the reference by
-replacing the fast path's predicate with ``False`` in this process.
+``token_chunks``, the transformer decoder for ``masked_attention``, the post-processing for ``recycled_memory``);
+then how far the outputs of the two variants are apart. Random weights of the config (default: the R50
+COCO-panoptic one). "off" forces the reference, by replacing the fast path's predicate with ``False`` in this
+process, or for ``recycled_memory`` by switching the model's ``recycle_output_memory`` off. Each round keeps the
+variant's outputs of the round before until its new ones are made, as a loop ``outputs = model(inputs)`` does.
 """
 import argparse
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, NamedTuple
 
 import torch
 
@@ -23,10 +26,33 @@ from bench_large_images_cpu import parse_size
 from bench_train_cpu import build_model
 from roofline import machine
 
-# --fast-path -> (module holding the predicate's imported name, that name, the part it speeds up).
+
+class FastPath(NamedTuple):
+    """``switch(model, on)`` turns the fast path on or off; ``part(model)`` is ``(object, method)``, what it speeds
+    up."""
+
+    switch: Callable
+    part: Callable
+
+
+def predicate_switch(module, name: str) -> Callable:
+    """Turns off a fast path by replacing its predicate, ``module``'s imported ``name``, with ``False``."""
+    predicate = getattr(module, name)
+    return lambda model, on: setattr(module, name, predicate if on else lambda *args: False)
+
+
 FAST_PATHS = {
-    "token_chunks": (msdeformattn, "uses_token_chunks", lambda model: model.sem_seg_head.pixel_decoder.transformer),
-    "masked_attention": (transformer_blocks, "uses_fused_attention", lambda model: model.sem_seg_head.predictor),
+    "token_chunks": FastPath(
+        predicate_switch(msdeformattn, "uses_token_chunks"),
+        lambda model: (model.sem_seg_head.pixel_decoder.transformer, "forward"),
+    ),
+    "masked_attention": FastPath(
+        predicate_switch(transformer_blocks, "uses_fused_attention"),
+        lambda model: (model.sem_seg_head.predictor, "forward"),
+    ),
+    "recycled_memory": FastPath(
+        lambda model, on: setattr(model, "recycle_output_memory", on), lambda model: (model, "inference")
+    ),
 }
 
 
@@ -69,27 +95,27 @@ def output_distance(a: Dict, b: Dict) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    module, predicate_name, part_of = FAST_PATHS[args.fast_path]
-    predicate = getattr(module, predicate_name)
+    fast_path = FAST_PATHS[args.fast_path]
     model = build_model(args).eval()
     columns = ("inference", "network", "post-processing", "fast path's part")
     times = {variant: {column: [] for column in columns} for variant in ("off", "on")}
     image = torch.randint(0, 256, (3, *args.size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     inputs = [{"image": image, "height": args.size[0], "width": args.size[1]}]
-    part = part_of(model)
-    network, inference, part_forward = model.network, model.inference, part.forward
+    part, method = fast_path.part(model)
+    network, inference = model.network, model.inference
     outputs = {}
     with torch.no_grad():
         model(inputs)  # warm-up
         for number in range(args.rounds):
             for variant in ("off", "on") if number % 2 == 0 else ("on", "off"):
-                setattr(module, predicate_name, predicate if variant == "on" else lambda *a: False)
+                fast_path.switch(model, variant == "on")
                 column = times[variant]
                 model.network = timed(column["network"], network)
                 model.inference = timed(column["post-processing"], inference)
-                part.forward = timed(column["fast path's part"], part_forward)
+                setattr(part, method, timed(column["fast path's part"], getattr(part, method)))
                 outputs[variant] = timed(column["inference"], model)(inputs)[0]
-    setattr(module, predicate_name, predicate)
+                del part.__dict__[method]
+    fast_path.switch(model, True)
     height, width = args.size
     print(f"{args.config_file} {' '.join(args.opts)}, {height}x{width}, {args.fast_path}, {args.rounds} rounds, "
           f"torch {torch.__version__}, {machine()}")

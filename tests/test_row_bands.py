@@ -1,5 +1,7 @@
 """Post-processing a band of rows at a time (mask_former.modeling.fast_paths.row_bands) against the reference on
 whole tensors (postprocessing.full_size_inference), piece by piece and through the model."""
+import dataclasses
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -108,11 +110,13 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("recycle", [False, True])
 @pytest.mark.parametrize("band_bytes", [1, 8 * 6 * 48 * 4 * 7, 2**30])
 @pytest.mark.parametrize("case", list(CASES))
-def test_row_band_inference_matches_the_reference(case, band_bytes, monkeypatch):
+def test_row_band_inference_matches_the_reference(case, band_bytes, recycle, monkeypatch):
     monkeypatch.setattr(row_bands, "BAND_BYTES", band_bytes)
     tasks, image_size, output_size = CASES[case]
+    tasks = dataclasses.replace(tasks, recycle_output_memory=recycle)
     mask_cls, mask_pred = predictions()
     sizes = dict(padded_size=(40, 48), image_size=image_size, output_size=output_size)
     reference = full_size_inference(mask_cls, mask_pred.clone(), tasks=tasks, **sizes)

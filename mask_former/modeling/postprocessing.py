@@ -32,6 +32,9 @@ class InferenceTasks:
             (:func:`panoptic_inference`).
         topk: the instances' (query, class) pairs (:func:`instance_inference`).
         thing_classes: the thing classes, where panoptic inference is on (instances are then things only).
+        recycle_output_memory: in eager CPU inference, the large outputs (``sem_seg``, the instances' masks) are
+            written into the memory of earlier outputs that nothing refers to any more
+            (:mod:`~mask_former.modeling.fast_paths.recycled_memory`) instead of fresh memory.
     """
 
     num_classes: int
@@ -44,6 +47,7 @@ class InferenceTasks:
     require_mask_confidence: bool
     topk: int
     thing_classes: Optional[FrozenSet[int]] = None
+    recycle_output_memory: bool = False
 
 
 def resize_to_output(result: Tensor, image_size, height: int, width: int) -> Tensor:

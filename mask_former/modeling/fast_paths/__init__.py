@@ -11,6 +11,9 @@ that picks between them:
 - :mod:`.row_bands`: full-resolution post-processing a band of rows at a time, memory holding the outputs and one
   band (reference: :func:`~mask_former.modeling.postprocessing.full_size_inference` on whole ``[Q, H, W]``
   tensors); picked by :func:`~.row_bands.uses_row_bands`.
+- :mod:`.recycled_memory`: the large CPU outputs of post-processing in the memory of earlier outputs that nothing
+  refers to any more (reference: fresh memory, ``new_empty``); picked by
+  ``MODEL.MASK_FORMER.TEST.RECYCLE_OUTPUT_MEMORY`` (:func:`~.recycled_memory.empty_output`).
 - :mod:`.token_chunks`: the deformable encoder's layers in inference a chunk of tokens at a time after the value
   projection (reference: each step on every token at once); picked by :func:`~.token_chunks.uses_token_chunks`.
 - :mod:`.masked_attention`: the decoder's masked cross-attention in inference on one fused attention kernel, the

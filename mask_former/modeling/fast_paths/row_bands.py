@@ -6,7 +6,9 @@ task on the whole tensors, with ``[Q, H, W]``-sized temporaries of its own (the 
 made float). Fast path: :func:`row_band_inference`, the same tasks on bands of rows of those logits, which are
 made one band at a time (see :class:`BandSource`); each task writes its rows of its outputs (``sem_seg``, the
 panoptic owner map, the instances' float masks) or adds to its sums over the pixels (the panoptic areas, the
-instances' mask scores). Memory holds the outputs, which the reference makes too, and one band.
+instances' mask scores). Memory holds the outputs, which the reference makes too, and one band. Where
+``tasks.recycle_output_memory``, ``sem_seg`` and the instances' masks are written into memory of earlier outputs
+(:mod:`.recycled_memory`).
 
 The same results: the logits' rows are bit-identical to the reference's, every per-pixel value and count is
 computed as there, ``sem_seg`` is the same matrix product a band of columns at a time, and the instances' mask
@@ -23,6 +25,7 @@ from ...assembly import assemble_instances, assemble_panoptic, instance_pairs
 from ..postprocessing import InferenceTasks, class_pair_scores, resize_to_output, upsample_masks
 from . import capturing_graph
 from .kept_queries import classify_queries, kept_query_owners
+from .recycled_memory import empty_output
 
 __all__ = [
     "BAND_BYTES", "SEMANTIC_BLOCK_COLUMNS", "SMALL_OUTPUT_SPAN", "BandSource", "SemanticRows", "exact_resize",
@@ -126,9 +129,11 @@ class SemanticRows:
     """:func:`~mask_former.modeling.postprocessing.semantic_inference` written band by band into ``sem_seg``, each
     band ``block_columns`` columns of the ``[K, H * W]`` output at a time (see :data:`SEMANTIC_BLOCK_COLUMNS`)."""
 
-    def __init__(self, mask_cls: Tensor, size, block_columns: int = SEMANTIC_BLOCK_COLUMNS):
+    def __init__(
+        self, mask_cls: Tensor, size, block_columns: int = SEMANTIC_BLOCK_COLUMNS, recycle_memory: bool = False
+    ):
         self.probs = F.softmax(mask_cls, dim=-1)[:, :-1].t()
-        self.sem_seg = mask_cls.new_empty(self.probs.shape[0], *size)
+        self.sem_seg = empty_output("sem_seg", (self.probs.shape[0], *size), like=mask_cls, recycle=recycle_memory)
         self.block_columns = block_columns
 
     def add(self, start: int, stop: int, prob: Tensor):
@@ -200,7 +205,9 @@ class InstanceRows:
             self.queries.setdefault(query, instance)
         self.sums = torch.zeros(len(self.queries), dtype=torch.float64, device=mask_cls.device)
         self.counts = torch.zeros(len(self.queries), dtype=torch.float64, device=mask_cls.device)
-        self.masks = mask_cls.new_empty(len(pair_query), *size)
+        self.masks = empty_output(
+            "instance_masks", (len(pair_query), *size), like=mask_cls, recycle=tasks.recycle_output_memory
+        )
 
     def write_masks(self, start: int, stop: int, logits: Tensor):
         for instance, query in enumerate(self.pair_query):
@@ -246,7 +253,7 @@ def row_band_inference(
     size = source.size
     builders = []
     if tasks.semantic:
-        builders.append(SemanticRows(mask_cls, size))
+        builders.append(SemanticRows(mask_cls, size, recycle_memory=tasks.recycle_output_memory))
     if tasks.panoptic:
         builders.append(PanopticRows(mask_cls, size, tasks))
     instances = InstanceRows(mask_cls, size, tasks) if tasks.instance else None

@@ -58,6 +58,7 @@ class MaskFormer(nn.Module):
         recipe: Recipe = RECIPES["mask2former"],
         channels_last: bool = False,
         inference_dtype: Optional[torch.dtype] = None,
+        recycle_output_memory: bool = False,
     ):
         super().__init__()
         self.recipe = recipe
@@ -78,6 +79,7 @@ class MaskFormer(nn.Module):
         self.panoptic_on = panoptic_on
         self.test_topk_per_image = test_topk_per_image
         self.inference_dtype = inference_dtype
+        self.recycle_output_memory = recycle_output_memory
         if not semantic_on and not sem_seg_postprocess_before_inference:
             raise ValueError(
                 "MODEL.MASK_FORMER.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE must be True when SEMANTIC_ON is False"
@@ -114,6 +116,7 @@ class MaskFormer(nn.Module):
             "recipe": recipe,
             "channels_last": cfg.MODEL.MASK_FORMER.CHANNELS_LAST,
             "inference_dtype": autocast_dtype(test.AUTOCAST_DTYPE),
+            "recycle_output_memory": test.RECYCLE_OUTPUT_MEMORY,
         }
 
     @property
@@ -215,6 +218,7 @@ class MaskFormer(nn.Module):
             require_mask_confidence=self.recipe.require_mask_confidence,
             topk=self.test_topk_per_image,
             thing_classes=frozenset(self.thing_classes()) if self.panoptic_on else None,
+            recycle_output_memory=self.recycle_output_memory,
         )
 
     def inference(self, outputs, batched_inputs, images: ImageList) -> List[Dict]:
