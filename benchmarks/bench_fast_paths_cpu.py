@@ -10,8 +10,9 @@ post-processing (``MaskFormer.inference``) and the part the fast path replaces (
 ``token_chunks``, the transformer decoder for ``masked_attention``, the post-processing for ``recycled_memory``);
 then how far the outputs of the two variants are apart. Random weights of the config (default: the R50
 COCO-panoptic one). "off" forces the reference, by replacing the fast path's predicate with ``False`` in this
-process, or for ``recycled_memory`` by switching the model's ``recycle_output_memory`` off. Each round keeps the
-variant's outputs of the round before until its new ones are made, as a loop ``outputs = model(inputs)`` does.
+process, or for ``recycled_memory`` by switching the model's ``recycle_output_memory`` off. Each variant runs
+once untimed first; each inference's outputs are dropped before the next (the last of each variant's are kept
+for the comparison).
 """
 import argparse
 import statistics
@@ -105,9 +106,12 @@ def main(argv=None):
     network, inference = model.network, model.inference
     outputs = {}
     with torch.no_grad():
-        model(inputs)  # warm-up
+        for on in (False, True):  # warm-up
+            fast_path.switch(model, on)
+            model(inputs)
         for number in range(args.rounds):
             for variant in ("off", "on") if number % 2 == 0 else ("on", "off"):
+                outputs.pop(variant, None)
                 fast_path.switch(model, variant == "on")
                 column = times[variant]
                 model.network = timed(column["network"], network)

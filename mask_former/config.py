@@ -132,11 +132,12 @@ def add_maskformer2_config(cfg):
     # stays float32; training is not affected. bfloat16 is faster on CPUs with native bf16 (AVX-512 BF16,
     # AMX, Arm BF16); elsewhere it is emulated and slower (see README).
     test.AUTOCAST_DTYPE = ""
-    # CPU inference writes its large outputs (sem_seg, the instances' masks) into the memory of earlier outputs
-    # that nothing refers to any more, instead of fresh pages that the kernel must clear on first write. The same
-    # values; between inferences the process keeps at most one image's outputs' worth of memory
-    # (mask_former.modeling.fast_paths.recycled_memory.release_output_memory frees it). False: fresh memory.
-    test.RECYCLE_OUTPUT_MEMORY = True
+    # True: CPU inference writes its large outputs (sem_seg, the instances' masks) into the memory of earlier
+    # outputs that nothing refers to any more, instead of fresh pages that the kernel must clear on first write.
+    # The same values, a faster post-processing; but the process keeps up to one image's outputs' worth of memory
+    # between inferences, through the next network pass, which raises the peak (see README).
+    # mask_former.modeling.fast_paths.recycled_memory.release_output_memory frees it. False: fresh memory.
+    test.RECYCLE_OUTPUT_MEMORY = False
 
     head = cfg.MODEL.SEM_SEG_HEAD
     # Channels of the per-pixel mask embeddings.
