@@ -5,24 +5,29 @@ Mask2Former's mapper of the same name:
 
 The records are written to a temporary folder: ``--size`` (default 480x360) JPEG images of random regions
 with, per record, a semantic PNG (contiguous class ids, 255 unlabelled), a COCO panoptic PNG with its
-``segments_info`` (one crowd segment, VOID pixels) and COCO instance annotations (polygons, and a crowd RLE).
+``segments_info`` (one crowd segment, VOID pixels) and COCO instance annotations (polygons, and a crowd RLE);
+and videos of ``VIDEO_FRAMES`` of those images with YouTube-VIS annotations (``VIDEO_TRACKS`` tracks, one
+absent from every other frame, an RLE per frame, as ``load_ytvis_json`` returns them).
 Each mapper runs with the upstream config of its task (``CONFIGS``): ADE20K semantic / panoptic / instance
 for the ``mask_former_*`` mappers, COCO for the large-scale-jitter ones, MaskFormer v1's COCO panoptic for
-``detr_panoptic`` (which upstream Mask2Former does not have).
+``detr_panoptic`` (which upstream Mask2Former does not have), YouTube-VIS 2019 for the clip mapper ``ytvis``
+(upstream's ``YTVISDatasetMapper``, from its video project).
 
 With ``--upstream PATH`` (a Mask2Former checkout), upstream's mapper modules are imported with our
 detectron2 (see :func:`import_upstream_mappers`), built from upstream's config of the same name, and run on
 the same records with the same seeds; the table then also says whether ours returned upstream's tensors,
 equal element for element (ours may return more: the large-scale-jitter mappers add ``padding_mask``).
-Prints a markdown table: milliseconds per record (median over ``--runs`` passes over all records) and
-ours / upstream. Timings on a busy machine are noisy: run it on a quiet one.
+Prints a markdown table: milliseconds per record (median over ``--runs`` passes over all records, ours and
+upstream's alternating) and ours / upstream. Timings on a busy machine are noisy: run it on a quiet one.
 """
 import argparse
 import importlib
 import os
 import random
+import statistics
 import sys
 import tempfile
+import time
 import types
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -32,12 +37,13 @@ import torch
 from panopticapi.utils import id2rgb
 from PIL import Image
 
-from timing import median_seconds
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NAME = "bench_mappers_train"  # the metadata the semantic mappers read ignore_label from
 IGNORE_LABEL = 255
-NUM_CLASSES = 80  # class ids drawn below this fit every config's NUM_CLASSES
+NUM_CLASSES = 80  # class ids drawn below this fit every image config's NUM_CLASSES
+VIDEO_CLASSES = 40  # YouTube-VIS 2019's
+VIDEO_FRAMES = 6
+VIDEO_TRACKS = 4
 # Mapper name -> (config file, relative to the checkout; kind of record it maps).
 CONFIGS = {
     "mask_former_semantic": ("configs/ade20k/semantic-segmentation/maskformer2_R50_bs16_160k.yaml", "semantic"),
@@ -46,14 +52,19 @@ CONFIGS = {
     "coco_instance_lsj": ("configs/coco/instance-segmentation/maskformer2_R50_bs16_50ep.yaml", "instance"),
     "coco_panoptic_lsj": ("configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml", "panoptic"),
     "detr_panoptic": ("configs/maskformer/coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml", "panoptic"),
+    "ytvis": ("configs/youtubevis_2019/video_maskformer2_R50_bs16_8ep.yaml", "video"),
 }
-# Mapper name -> (upstream module under mask2former.data.dataset_mappers, class name).
+IMAGE_MAPPERS = "mask2former.data.dataset_mappers"
+# Mapper name -> (upstream's module, class name).
 UPSTREAM_MAPPERS = {
-    "mask_former_semantic": ("mask_former_semantic_dataset_mapper", "MaskFormerSemanticDatasetMapper"),
-    "mask_former_panoptic": ("mask_former_panoptic_dataset_mapper", "MaskFormerPanopticDatasetMapper"),
-    "mask_former_instance": ("mask_former_instance_dataset_mapper", "MaskFormerInstanceDatasetMapper"),
-    "coco_instance_lsj": ("coco_instance_new_baseline_dataset_mapper", "COCOInstanceNewBaselineDatasetMapper"),
-    "coco_panoptic_lsj": ("coco_panoptic_new_baseline_dataset_mapper", "COCOPanopticNewBaselineDatasetMapper"),
+    "mask_former_semantic": (f"{IMAGE_MAPPERS}.mask_former_semantic_dataset_mapper", "MaskFormerSemanticDatasetMapper"),
+    "mask_former_panoptic": (f"{IMAGE_MAPPERS}.mask_former_panoptic_dataset_mapper", "MaskFormerPanopticDatasetMapper"),
+    "mask_former_instance": (f"{IMAGE_MAPPERS}.mask_former_instance_dataset_mapper", "MaskFormerInstanceDatasetMapper"),
+    "coco_instance_lsj": (f"{IMAGE_MAPPERS}.coco_instance_new_baseline_dataset_mapper",
+                          "COCOInstanceNewBaselineDatasetMapper"),
+    "coco_panoptic_lsj": (f"{IMAGE_MAPPERS}.coco_panoptic_new_baseline_dataset_mapper",
+                          "COCOPanopticNewBaselineDatasetMapper"),
+    "ytvis": ("mask2former_video.data_video.dataset_mapper", "YTVISDatasetMapper"),
 }
 
 
@@ -96,6 +107,39 @@ def compressed_rle(mask: np.ndarray) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
 
+def polygon_box(polygon: np.ndarray) -> List[float]:
+    """``[x, y, width, height]`` of a flat polygon."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    return [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()]
+
+
+def video_records(images: List[dict], seed: int = 0) -> List[dict]:
+    """One video per image record, of ``VIDEO_FRAMES`` consecutive images (cyclically), with ``VIDEO_TRACKS`` object
+    tracks, each a random polygon's RLE in every frame, the last track only in even frames."""
+    from detectron2.structures import BoxMode, polygons_to_bitmask
+
+    videos = []
+    for index in range(len(images)):
+        rng = np.random.default_rng([seed, index, 1])
+        frames = [images[(index + offset) % len(images)] for offset in range(VIDEO_FRAMES)]
+        height, width = frames[0]["height"], frames[0]["width"]
+        classes = rng.integers(0, VIDEO_CLASSES, VIDEO_TRACKS)
+        annotations = []
+        for frame in range(VIDEO_FRAMES):
+            objects = []
+            for track in range(VIDEO_TRACKS - (frame % 2)):
+                polygon = star_polygon(rng, height, width)
+                objects.append({
+                    "id": track + 1, "category_id": int(classes[track]), "iscrowd": 0,
+                    "segmentation": compressed_rle(polygons_to_bitmask([polygon], height, width)),
+                    "bbox": polygon_box(polygon), "bbox_mode": BoxMode.XYWH_ABS,
+                })
+            annotations.append(objects)
+        videos.append({"file_names": [f["file_name"] for f in frames], "length": VIDEO_FRAMES, "height": height,
+                       "width": width, "video_id": index, "annotations": annotations})
+    return videos
+
+
 def write_records(root: str, count: int, size: Tuple[int, int], seed: int = 0) -> Dict[str, List[dict]]:
     """Write ``count`` images with their labels under ``root``; returns the dataset dicts of each kind."""
     from detectron2.structures import BoxMode, polygons_to_bitmask
@@ -135,17 +179,17 @@ def write_records(root: str, count: int, size: Tuple[int, int], seed: int = 0) -
             crowd = i == 8  # COCO's crowd annotations are RLE
             mask = polygons_to_bitmask([polygon], height, width)
             segmentation = compressed_rle(mask) if crowd else [polygon.tolist()]
-            xs, ys = polygon[0::2], polygon[1::2]
             annotations.append(
                 {
                     "category_id": int(rng.integers(0, NUM_CLASSES)),
                     "segmentation": segmentation,
-                    "bbox": [xs.min(), ys.min(), xs.max() - xs.min(), ys.max() - ys.min()],
+                    "bbox": polygon_box(polygon),
                     "bbox_mode": BoxMode.XYWH_ABS,
                     "iscrowd": int(crowd),
                 }
             )
         records["instance"].append({**base, "annotations": annotations})
+    records["video"] = video_records(records["instance"], seed)
     return records
 
 
@@ -153,16 +197,21 @@ def write_records(root: str, count: int, size: Tuple[int, int], seed: int = 0) -
 # Mappers.
 
 
-def import_upstream_mappers(path: str) -> types.ModuleType:
-    """Make upstream's packages ``mask2former``, ``mask2former.data`` and ``mask2former.data.dataset_mappers``
-    empty stubs whose ``__path__`` is the checkout's folder, so that importing one of its mapper modules runs that
-    module alone with our detectron2, not the packages' ``__init__`` (which builds the models, needing timm and
-    the compiled op, and registers datasets under the names ours registers). Returns upstream's config module."""
-    for name in ("mask2former", "mask2former.data", "mask2former.data.dataset_mappers"):
+UPSTREAM_PACKAGES = ("mask2former", "mask2former.data", IMAGE_MAPPERS, "mask2former_video",
+                     "mask2former_video.data_video")
+
+
+def import_upstream_configs(path: str) -> Callable:
+    """Make upstream's packages (``UPSTREAM_PACKAGES``) empty stubs whose ``__path__`` is the checkout's folder, so
+    that importing one of its mapper modules runs that module alone with our detectron2, not the packages'
+    ``__init__`` (which builds the models, needing timm and the compiled op, and registers datasets under the
+    names ours registers). Returns a function adding upstream's config keys, the video project's included."""
+    for name in UPSTREAM_PACKAGES:
         stub = types.ModuleType(name)
         stub.__path__ = [os.path.join(path, *name.split("."))]
         sys.modules[name] = stub
-    return importlib.import_module("mask2former.config")
+    image, video = (importlib.import_module(f"{package}.config") for package in ("mask2former", "mask2former_video"))
+    return lambda cfg: (image.add_maskformer2_config(cfg), video.add_maskformer2_video_config(cfg))
 
 
 def build_cfg(config_file: str, add_config: Callable):
@@ -180,20 +229,23 @@ def build_cfg(config_file: str, add_config: Callable):
 
 
 def build_ours(name: str) -> Callable:
-    from mask_former import add_maskformer2_config
+    from mask_former import add_maskformer2_config, add_maskformer2_video_config
     from mask_former.data.dataset_mappers import build_dataset_mapper
 
-    return build_dataset_mapper(build_cfg(os.path.join(REPO, CONFIGS[name][0]), add_maskformer2_config))
+    def add_config(cfg):
+        add_maskformer2_config(cfg)
+        add_maskformer2_video_config(cfg)
+
+    return build_dataset_mapper(build_cfg(os.path.join(REPO, CONFIGS[name][0]), add_config), name=name)
 
 
 def build_upstream(name: str, path: str) -> Optional[Callable]:
     if name not in UPSTREAM_MAPPERS:
         return None
-    config = import_upstream_mappers(path)
+    add_config = import_upstream_configs(path)
     module_name, class_name = UPSTREAM_MAPPERS[name]
-    module = importlib.import_module(f"mask2former.data.dataset_mappers.{module_name}")
-    cfg = build_cfg(os.path.join(path, CONFIGS[name][0]), config.add_maskformer2_config)
-    return getattr(module, class_name)(cfg, is_train=True)
+    cfg = build_cfg(os.path.join(path, CONFIGS[name][0]), add_config)
+    return getattr(importlib.import_module(module_name), class_name)(cfg, is_train=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,14 +268,22 @@ def map_all(mapper: Callable, records: List[dict]) -> List[dict]:
 
 
 def comparable(output: dict) -> Dict[str, torch.Tensor]:
-    """The tensors of a mapper's output, by name; masks as bool (upstream's empty masks are float)."""
+    """The tensors of a mapper's output, by name; masks as bool (upstream's empty masks are float); a clip's
+    frame by frame."""
+    if isinstance(output["image"], list):
+        frames = [comparable({"image": image, "instances": instances})
+                  for image, instances in zip(output["image"], output["instances"])]
+        return {f"frame {i} {key}": value for i, frame in enumerate(frames) for key, value in frame.items()}
     tensors = {key: output[key] for key in ("image", "sem_seg", "padding_mask") if key in output}
     instances = output.get("instances")
     if instances is not None:
         tensors["gt_classes"] = instances.gt_classes
-        tensors["gt_masks"] = instances.gt_masks.bool()
+        masks = instances.gt_masks
+        tensors["gt_masks"] = getattr(masks, "tensor", masks).bool()  # a BitMasks or a tensor
         if instances.has("gt_boxes"):
             tensors["gt_boxes"] = instances.gt_boxes.tensor
+        if instances.has("gt_ids"):
+            tensors["gt_ids"] = instances.gt_ids
     return tensors
 
 
@@ -237,8 +297,19 @@ def first_difference(ours: List[dict], upstream: List[dict]) -> Optional[str]:
     return None
 
 
-def per_record_ms(mapper: Callable, records: List[dict], args) -> float:
-    return median_seconds(lambda: map_all(mapper, records), args.runs, args.warmup) / len(records) * 1000
+def per_record_ms(mappers: Dict[str, Callable], records: List[dict], args) -> Dict[str, float]:
+    """Milliseconds per record of each mapper: the median over ``args.runs`` passes over ``records``, the mappers'
+    passes alternating (their order reversed every other run), so that a drift in the machine hits all alike."""
+    for mapper in mappers.values():
+        for _ in range(args.warmup):
+            map_all(mapper, records)
+    seconds = {name: [] for name in mappers}
+    for run in range(args.runs):
+        for name in list(mappers)[::1 if run % 2 == 0 else -1]:
+            start = time.perf_counter()
+            map_all(mappers[name], records)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) / len(records) * 1000 for name, times in seconds.items()}
 
 
 def main(argv=None):
@@ -251,11 +322,11 @@ def main(argv=None):
             kind = CONFIGS[name][1]
             ours = build_ours(name)
             upstream = build_upstream(name, args.upstream) if args.upstream else None
-            ours_ms = per_record_ms(ours, records[kind], args)
             if upstream is None:
-                rows.append((name, ours_ms, None, "-"))
+                rows.append((name, per_record_ms({"ours": ours}, records[kind], args)["ours"], None, "-"))
                 continue
-            upstream_ms = per_record_ms(upstream, records[kind], args)
+            ms = per_record_ms({"ours": ours, "upstream": upstream}, records[kind], args)
+            ours_ms, upstream_ms = ms["ours"], ms["upstream"]
             difference = first_difference(map_all(ours, records[kind]), map_all(upstream, records[kind]))
             rows.append((name, ours_ms, upstream_ms, "yes" if difference is None else f"NO ({difference})"))
     print(f"\n{args.records} records per kind of {args.size[0]}x{args.size[1]}, median of {args.runs} passes, "

@@ -15,6 +15,7 @@ from .build import DATASET_MAPPER_REGISTRY
 from .clip_augmentations import augment_clip, build_clip_augmentations
 from .padding import image_to_tensor
 from .reading import read_image_file
+from .targets import mask_boxes
 
 __all__ = ["YTVISDatasetMapper", "sample_clip_frames"]
 
@@ -148,14 +149,16 @@ class YTVISDatasetMapper:
         clip_classes[index] = targets.classes
         clip_masks[index] = targets.masks
         clip_ids[index] = torch.tensor([obj["id"] for obj in visible], dtype=torch.int64)
-        # As upstream's filter_empty_instances: an object whose mask is empty is absent.
-        clip_ids[~clip_masks.flatten(1).any(dim=1)] = -1
+        boxes = mask_boxes(clip_masks)
+        # As upstream's filter_empty_instances: an object whose mask is empty is absent. An empty mask's box is
+        # all zeros; any other box ends at x >= 1.
+        clip_ids[boxes.tensor[:, 2] == 0] = -1
 
         instances = Instances(output_size)
         instances.gt_classes = clip_classes
         instances.gt_ids = clip_ids
         instances.gt_masks = BitMasks(clip_masks)
-        instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        instances.gt_boxes = boxes
         return instances
 
     def __call__(self, dataset_dict: Dict) -> Dict:
