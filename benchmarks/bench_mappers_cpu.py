@@ -14,7 +14,7 @@ for the ``mask_former_*`` mappers, COCO for the large-scale-jitter ones, MaskFor
 (upstream's ``YTVISDatasetMapper``, from its video project).
 
 With ``--upstream PATH`` (a Mask2Former checkout), upstream's mapper modules are imported with our
-detectron2 (see :func:`import_upstream_mappers`), built from upstream's config of the same name, and run on
+detectron2 (see :func:`import_upstream_configs`), built from upstream's config of the same name, and run on
 the same records with the same seeds; the table then also says whether ours returned upstream's tensors,
 equal element for element (ours may return more: the large-scale-jitter mappers add ``padding_mask``).
 Prints a markdown table: milliseconds per record (median over ``--runs`` passes over all records, ours and
