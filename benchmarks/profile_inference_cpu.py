@@ -8,18 +8,21 @@ inferences after one warm-up and prints, for the backbone, the pixel decoder, th
 post-processing (``MaskFormer.inference``), the median milliseconds, the share of the whole, the stage's FLOPs as
 fvcore counts them (two per multiply-add; not the deformable sampling, elementwise operators or post-processing)
 and the GFLOP/s that makes, as a fraction of the GEMM throughput measured in the same run in the network's dtype
-(float32, or ``MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE``'s; ``roofline.py``). Then one more inference under
+(float32, or ``MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE``'s; ``roofline.py``), and the fresh memory each stage
+touches (the process's minor page faults during the stage, times the page size: memory the kernel maps and
+clears on first write, the median over the runs). Then one more inference under
 torch.profiler: the ``--top`` operators by self CPU time, with their input shapes. Sibling of
 ``profile_train_cpu.py``.
 """
 import argparse
+import resource
 import statistics
+import time
 from typing import Dict, List, Tuple
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench_fast_paths_cpu import timed
 from bench_large_images_cpu import parse_size
 from bench_train_cpu import build_model
 from mask_former.analysis import flop_count_analysis
@@ -58,39 +61,57 @@ def stages(model) -> Dict[str, Tuple[object, str]]:
     }
 
 
-def time_stages(model, inputs: List[Dict], runs: int) -> Dict[str, List[float]]:
-    """Seconds per run of each stage and of the whole inference, after one warm-up inference."""
+PAGE_MIB = resource.getpagesize() / 2**20
+
+
+def measured(times: List[Tuple[float, float]], function):
+    """``function``, appending ``(seconds, fresh MiB)`` of each call to ``times``."""
+
+    def run(*args, **kwargs):
+        faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+        result = function(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        times.append((seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) * PAGE_MIB))
+        return result
+
+    return run
+
+
+def time_stages(model, inputs: List[Dict], runs: int) -> Dict[str, List[Tuple[float, float]]]:
+    """``(seconds, fresh MiB)`` per run of each stage and of the whole inference, after one warm-up inference."""
     parts = stages(model)
     times = {name: [] for name in (*parts, "whole inference")}
     with torch.no_grad():
         model(inputs)
         for name, (owner, method) in parts.items():
-            setattr(owner, method, timed(times[name], getattr(owner, method)))
+            setattr(owner, method, measured(times[name], getattr(owner, method)))
         try:
             for _ in range(runs):
-                timed(times["whole inference"], model)(inputs)
+                measured(times["whole inference"], model)(inputs)
         finally:
             for owner, method in parts.values():
                 del owner.__dict__[method]
     return times
 
 
-def stage_table(model, inputs: List[Dict], times: Dict[str, List[float]], dtype: str, gemm: float) -> str:
-    """One markdown row per stage: median ms, share of the whole, and where fvcore counts the stage's FLOPs, their
-    rate and its fraction of ``gemm`` (GFLOP/s in the network's ``dtype``)."""
+def stage_table(model, inputs: List[Dict], times: Dict[str, List[Tuple[float, float]]], dtype: str,
+                gemm: float) -> str:
+    """One markdown row per stage: median ms, share of the whole, median fresh MiB, and where fvcore counts the
+    stage's FLOPs, their rate and its fraction of ``gemm`` (GFLOP/s in the network's ``dtype``)."""
     by_module = flop_count_analysis(model, inputs[0]).by_module()
-    whole = statistics.median(times["whole inference"])
+    whole = statistics.median(seconds for seconds, _ in times["whole inference"])
     rows = [
-        f"| stage | median ms | share | GFLOP | GFLOP/s | of {dtype} GEMM |",
-        "|---|---|---|---|---|---|",
+        f"| stage | median ms | share | fresh MiB | GFLOP | GFLOP/s | of {dtype} GEMM |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, seconds in times.items():
-        median = statistics.median(seconds)
+    for name, runs in times.items():
+        median = statistics.median(seconds for seconds, _ in runs)
+        fresh = statistics.median(mib for _, mib in runs)
         cells = "- | - | -"
         if name in FLOP_MODULES:
             gflop = 2 * by_module[FLOP_MODULES[name]] / 1e9
             cells = f"{gflop:.1f} | {gflop / median:.1f} | {gflop / median / gemm:.1%}"
-        rows.append(f"| {name} | {1e3 * median:.1f} | {median / whole:.1%} | {cells} |")
+        rows.append(f"| {name} | {1e3 * median:.1f} | {median / whole:.1%} | {fresh:.0f} | {cells} |")
     return "\n".join(rows)
 
 
