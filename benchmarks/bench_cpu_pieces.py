@@ -11,7 +11,11 @@ shapes of the Mask2Former R50 COCO-panoptic model (512x512 inference, 384x384 tr
   (MASK_FORMER_DEFORM_ATTN=pytorch) and by the fused op (cpu);
 - instance mask scores of 100 masks at 512x512, all at once and one mask at a time;
 - the semantic map of 133 classes at 1024x2048 from bands of 30 rows (as the row-band post-processing makes
-  them), one matrix product per band and one per block of columns, into a fresh map as in inference;
+  them), one matrix product per band and one per block of columns, into a fresh map as in inference, the
+  products on MKL (``torch.mm``) and on oneDNN (``mm_into``);
+- the linear layers of the deformable encoder at 512x512 (2048-token chunks, the value projection on all 5376
+  tokens) and of the decoder's cross-attention (100 queries), on MKL (``F.linear``) and on oneDNN
+  (``onednn_linear``);
 - the backward of one decoder layer's mask logits (2 images, 100 queries, 96x96) with 6 supervised queries per
   image, through the einsum and through `mask_logits`;
 - the importance-point top-k of the mask loss (12 masks, 9408 of 37632 points), sorted and unsorted;
@@ -20,6 +24,7 @@ shapes of the Mask2Former R50 COCO-panoptic model (512x512 inference, 384x384 tr
 Prints the median milliseconds of each as a markdown table with the machine.
 """
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -27,6 +32,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from mask_former.modeling.fast_paths import onednn_linear
 from mask_former.modeling.fast_paths.kept_queries import (
     mean_inside_probability,
     mean_inside_probability_per_query,
@@ -111,23 +117,57 @@ def instance_scores(runs):
     return rows
 
 
+@contextlib.contextmanager
+def onednn(on: bool):
+    """oneDNN's products (``mask_former/modeling/fast_paths/onednn_linear.py``) on or off inside."""
+    available = onednn_linear.ONEDNN_LINEAR_AVAILABLE
+    onednn_linear.ONEDNN_LINEAR_AVAILABLE = available and on
+    try:
+        yield
+    finally:
+        onednn_linear.ONEDNN_LINEAR_AVAILABLE = available
+
+
 def semantic_bands(runs):
     generator = torch.Generator().manual_seed(0)
     size, band = (1024, 2048), 30
     mask_cls = torch.randn(100, 134, generator=generator)
     prob = torch.rand(100, band, size[1], generator=generator)
 
-    def semantic_map(block_columns):
+    def semantic_map(block_columns, on):
         def run():
-            rows = SemanticRows(mask_cls, size, block_columns)
-            for start in range(0, size[0], band):
-                stop = min(start + band, size[0])
-                rows.add(start, stop, prob[:, : stop - start])
+            with onednn(on):
+                rows = SemanticRows(mask_cls, size, block_columns)
+                for start in range(0, size[0], band):
+                    stop = min(start + band, size[0])
+                    rows.add(start, stop, prob[:, : stop - start])
         return run
 
-    return [("semantic map 1024x2048, one product per band of 30 rows", median_ms(semantic_map(band * size[1]), runs)),
-            (f"semantic map 1024x2048, one product per {SEMANTIC_BLOCK_COLUMNS} columns",
-             median_ms(semantic_map(SEMANTIC_BLOCK_COLUMNS), runs))]
+    blocks = ((band * size[1], "band of 30 rows"), (SEMANTIC_BLOCK_COLUMNS, f"{SEMANTIC_BLOCK_COLUMNS} columns"))
+    return [
+        (f"semantic map 1024x2048, one product per {what}, {library}", median_ms(semantic_map(columns, on), runs))
+        for on, library in ((False, "MKL"), (True, "oneDNN"))
+        for columns, what in blocks
+    ]
+
+
+def linear_layers(runs):
+    generator = torch.Generator().manual_seed(0)
+    shapes = {  # name -> (rows, in, out)
+        "encoder feed-forward in, 2048 tokens": (2048, 256, 1024),
+        "encoder feed-forward out, 2048 tokens": (2048, 1024, 256),
+        "encoder value projection, 5376 tokens": (5376, 256, 256),
+        "encoder sampling offsets, 2048 tokens": (2048, 256, 192),
+        "decoder query projection, 100 queries": (100, 256, 256),
+    }
+    rows = []
+    for name, (tokens, inputs, outputs) in shapes.items():
+        x = torch.randn(tokens, inputs, generator=generator)
+        weight, bias = torch.randn(outputs, inputs, generator=generator), torch.randn(outputs, generator=generator)
+        rows += [(f"linear, {name}, MKL", median_ms(lambda: F.linear(x, weight, bias), runs))]
+        if onednn_linear.ONEDNN_LINEAR_AVAILABLE:
+            rows += [(f"linear, {name}, oneDNN", median_ms(lambda: onednn_linear.onednn_linear(x, weight, bias), runs))]
+    return rows
 
 
 def mask_logit_backward(runs):
@@ -179,7 +219,7 @@ def backbone_eval(runs):
 
 
 PIECES = {piece.__name__: piece for piece in (
-    page_faults, level_upsampling, deformable_attention, matcher, instance_scores, semantic_bands,
+    page_faults, level_upsampling, deformable_attention, matcher, instance_scores, semantic_bands, linear_layers,
     mask_logit_backward, importance_topk, backbone_eval,
 )}
 

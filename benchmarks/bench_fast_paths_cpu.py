@@ -4,13 +4,16 @@
     .venv/bin/python benchmarks/bench_fast_paths_cpu.py --fast-path masked_attention --rounds 6 \\
         MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE bfloat16
     .venv/bin/python benchmarks/bench_fast_paths_cpu.py --fast-path recycled_memory --rounds 8
+    .venv/bin/python benchmarks/bench_fast_paths_cpu.py --fast-path onednn_linear --rounds 8
 
 For each variant, the median over rounds of: the whole inference, the network (``MaskFormer.network``), the
 post-processing (``MaskFormer.inference``) and the part the fast path replaces (the deformable encoder for
-``token_chunks``, the transformer decoder for ``masked_attention``, the post-processing for ``recycled_memory``);
+``token_chunks``, the transformer decoder for ``masked_attention``, the post-processing for ``recycled_memory``,
+the network for ``onednn_linear``);
 then how far the outputs of the two variants are apart. Random weights of the config (default: the R50
 COCO-panoptic one). "off" forces the reference, by replacing the fast path's predicate with ``False`` in this
-process, or for ``recycled_memory`` by switching the model's ``recycle_output_memory`` off. Each variant runs
+process (for ``onednn_linear``, the constant it reads, ``ONEDNN_LINEAR_AVAILABLE``), or for ``recycled_memory``
+by switching the model's ``recycle_output_memory`` off. Each variant runs
 once untimed first; each inference's outputs are dropped before the next (the last of each variant's are kept
 for the comparison).
 """
@@ -21,6 +24,7 @@ from typing import Callable, Dict, List, NamedTuple
 
 import torch
 
+import mask_former.modeling.fast_paths.onednn_linear as onednn_linear
 import mask_former.modeling.pixel_decoder.msdeformattn as msdeformattn
 import mask_former.modeling.transformer_blocks as transformer_blocks
 from bench_large_images_cpu import parse_size
@@ -42,6 +46,12 @@ def predicate_switch(module, name: str) -> Callable:
     return lambda model, on: setattr(module, name, predicate if on else lambda *args: False)
 
 
+def constant_switch(module, name: str) -> Callable:
+    """Turns off a fast path by setting ``module``'s constant ``name``, which its predicate reads, to ``False``."""
+    constant = getattr(module, name)
+    return lambda model, on: setattr(module, name, constant and on)
+
+
 FAST_PATHS = {
     "token_chunks": FastPath(
         predicate_switch(msdeformattn, "uses_token_chunks"),
@@ -50,6 +60,9 @@ FAST_PATHS = {
     "masked_attention": FastPath(
         predicate_switch(transformer_blocks, "uses_fused_attention"),
         lambda model: (model.sem_seg_head.predictor, "forward"),
+    ),
+    "onednn_linear": FastPath(
+        constant_switch(onednn_linear, "ONEDNN_LINEAR_AVAILABLE"), lambda model: (model, "network")
     ),
     "recycled_memory": FastPath(
         lambda model, on: setattr(model, "recycle_output_memory", on), lambda model: (model, "inference")

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .fast_paths.masked_attention import fused_attention, uses_fused_attention
+from .fast_paths.onednn_linear import Linear
 
 __all__ = [
     "MLP",
@@ -106,7 +107,7 @@ class MLP(nn.Module):
         super().__init__()
         hidden = [hidden_dim] * (num_layers - 1)
         self.layers = nn.ModuleList(
-            nn.Linear(n, k) for n, k in zip([input_dim] + hidden, hidden + [output_dim])
+            Linear(n, k) for n, k in zip([input_dim] + hidden, hidden + [output_dim])
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -153,10 +154,10 @@ def cross_attention(
     return run
 
 
-def feed_forward_modules(d_model: int, d_ffn: int, dropout: float) -> Tuple[nn.Linear, nn.Dropout, nn.Linear]:
+def feed_forward_modules(d_model: int, d_ffn: int, dropout: float) -> Tuple[Linear, nn.Dropout, Linear]:
     """The modules of a feed-forward sublayer, created in this order (``linear1``, its dropout, ``linear2``),
     for :func:`feed_forward`."""
-    return nn.Linear(d_model, d_ffn), nn.Dropout(dropout), nn.Linear(d_ffn, d_model)
+    return Linear(d_model, d_ffn), nn.Dropout(dropout), Linear(d_ffn, d_model)
 
 
 def feed_forward(linear1: nn.Linear, linear2: nn.Linear, dropout: nn.Module):

@@ -19,6 +19,9 @@ that picks between them:
 - :mod:`.masked_attention`: the decoder's masked cross-attention in inference on one fused attention kernel, the
   mask read once for all heads (reference: ``nn.MultiheadAttention`` with the mask copied per head); picked by
   :func:`~.masked_attention.uses_fused_attention`.
+- :mod:`.onednn_linear`: the linear layers (:class:`~.onednn_linear.Linear`) and ``sem_seg``'s products in float32
+  CPU inference on oneDNN's matrix product (reference: ``F.linear`` and ``torch.mm``, MKL's on x86); picked by
+  :func:`~.onednn_linear.uses_onednn_linear` and :func:`~.onednn_linear.takes_onednn`.
 
 Each has a test comparing it with its reference.
 """

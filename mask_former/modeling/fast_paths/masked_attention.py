@@ -5,7 +5,8 @@ Reference: ``nn.MultiheadAttention`` (as upstream) with the attention mask copie
 masked fill), adds it to the scores in a product, then takes the softmax and the product with the values, each
 pass over ``[B * heads, Q, HW]`` floats.
 
-Fast path: :func:`fused_attention`, the same projections (the module's own weights) around
+Fast path: :func:`fused_attention`, the same projections (the module's own weights, on
+:mod:`.onednn_linear` where it applies) around
 ``F.scaled_dot_product_attention``, which reads the mask once per image for all the heads (``[B, 1, Q, HW]``)
 and does the scaling, masking, softmax and product in one pass over blocks of keys. Equal up to float rounding
 (the scores are scaled inside the kernel and summed blockwise). Picked by :func:`uses_fused_attention`.
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from . import eager_cpu_inference
+from .onednn_linear import onednn_linear, uses_onednn_linear
 
 __all__ = ["fused_attention", "uses_fused_attention"]
 
@@ -44,13 +46,15 @@ def fused_attention(attn: nn.MultiheadAttention, query: Tensor, key: Tensor, val
         `Tensor` of shape `(Q, B, C)`.
     """
     channels, heads = attn.embed_dim, attn.num_heads
+    linear = onednn_linear if uses_onednn_linear(attn, query) else F.linear
     weights = attn.in_proj_weight.split(channels)
     biases = attn.in_proj_bias.split(channels) if attn.in_proj_bias is not None else (None,) * 3
 
     def split_heads(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # [L, B, C] -> [B, heads, L, C / heads]
         length, batch, _ = x.shape
-        return F.linear(x, weight, bias).view(length, batch, heads, channels // heads).permute(1, 2, 0, 3)
+        return linear(x, weight, bias).view(length, batch, heads, channels // heads).permute(1, 2, 0, 3)
 
     q, k, v = (split_heads(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=~blocked[:, None])  # [B, heads, Q, C / heads]
-    return attn.out_proj(out.permute(2, 0, 1, 3).reshape(query.shape[0], query.shape[1], channels))
+    out = out.permute(2, 0, 1, 3).reshape(query.shape[0], query.shape[1], channels)
+    return linear(out, attn.out_proj.weight, attn.out_proj.bias)

@@ -11,7 +11,8 @@ instances' mask scores). Memory holds the outputs, which the reference makes too
 (:mod:`.recycled_memory`).
 
 The same results: the logits' rows are bit-identical to the reference's, every per-pixel value and count is
-computed as there, ``sem_seg`` is the same matrix product a band of columns at a time, and the instances' mask
+computed as there, ``sem_seg`` is the same matrix product a band of columns at a time (on
+:func:`~.onednn_linear.mm_into`), and the instances' mask
 scores add the same dot products a band at a time (in float64). Picked by :func:`uses_row_bands`.
 """
 from typing import Dict, Tuple
@@ -25,6 +26,7 @@ from ...assembly import assemble_instances, assemble_panoptic, instance_pairs
 from ..postprocessing import InferenceTasks, class_pair_scores, resize_to_output, upsample_masks
 from . import capturing_graph
 from .kept_queries import classify_queries, kept_query_owners
+from .onednn_linear import mm_into
 from .recycled_memory import empty_output
 
 __all__ = [
@@ -143,7 +145,7 @@ class SemanticRows:
         prob = prob.reshape(prob.shape[0], -1)
         for first in range(0, out.shape[1], self.block_columns):
             block = slice(first, first + self.block_columns)
-            torch.mm(self.probs, prob[:, block], out=out[:, block])
+            mm_into(self.probs, prob[:, block], out[:, block])
 
     def finish(self) -> Dict:
         return {"sem_seg": self.sem_seg}

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from ..build import TRANSFORMER_DECODER_REGISTRY
 from ..fast_paths.mask_logits import joined_mask_logits, joins_mask_logits, mask_logits_reference
+from ..fast_paths.onednn_linear import Linear
 from ..transformer_blocks import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer
 from .common import decoder_config, input_projection, pack_outputs, resize_bilinear
 
@@ -85,7 +86,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.input_proj = nn.ModuleList(
             input_projection(in_channels, hidden_dim, enforce_input_project) for _ in range(self.num_feature_levels)
         )
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     @classmethod

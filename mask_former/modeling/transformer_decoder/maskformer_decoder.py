@@ -6,6 +6,7 @@ from torch.nn import functional as F
 
 from ..build import TRANSFORMER_DECODER_REGISTRY
 from ..fast_paths.mask_logits import mask_logits
+from ..fast_paths.onednn_linear import Linear
 from ..transformer import Transformer
 from ..transformer_blocks import MLP, PositionEmbeddingSine
 from .common import decoder_config, input_projection, pack_outputs
@@ -42,7 +43,7 @@ class StandardTransformerDecoder(nn.Module):
         self.input_proj = input_projection(in_channels, hidden_dim, enforce_input_project)
         self.aux_loss = deep_supervision
         if mask_classification:
-            self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+            self.class_embed = Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     @classmethod

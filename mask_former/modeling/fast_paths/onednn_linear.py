@@ -1,0 +1,73 @@
+"""Fast path: the model's linear layers in float32 CPU inference on oneDNN's matrix product.
+
+Reference: ``F.linear`` (``nn.Linear.forward``), which torch's x86 builds run on MKL's sgemm. Fast path:
+:func:`onednn_linear`, the same product on oneDNN (``torch.ops.mkldnn._linear_pointwise``, the operator torch's
+own compiler puts in place of frozen linear layers), whose AVX-512 kernels the convolutions already run on. On
+the project's AMD Zen 4 VM it runs the encoder's shapes 1.2x-1.4x faster than MKL
+(``benchmarks/bench_cpu_pieces.py``): MKL takes slower code paths on CPUs that are not Intel's. Equal up to
+float rounding (another blocking of the sums). Picked by :func:`uses_onednn_linear`; the model's layers are
+:class:`Linear` (an ``nn.Linear``: the same parameters and checkpoint keys).
+
+The post-processing's ``sem_seg`` products (``[K, Q] x [Q, pixels]``, a sum over only a hundred queries, where
+MKL reaches about half its peak) take :func:`mm_into`, on oneDNN where :func:`takes_onednn` (reference:
+``torch.mm``).
+"""
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from . import eager_cpu_inference
+
+__all__ = ["ONEDNN_LINEAR_AVAILABLE", "Linear", "mm_into", "onednn_linear", "takes_onednn", "uses_onednn_linear"]
+
+ONEDNN_LINEAR_AVAILABLE = (
+    torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+)
+"""oneDNN's linear operator is built into torch and this is an x86 CPU with AVX2 or AVX-512 (elsewhere, on Arm
+for one, oneDNN's float32 product is not known to be the faster)."""
+
+
+def takes_onednn(x: Tensor) -> bool:
+    """Whether :func:`onednn_linear` may run on ``x``, autograd and export aside: where
+    :data:`ONEDNN_LINEAR_AVAILABLE`, a float32 CPU tensor, outside autocast (which casts ``F.linear`` to its own
+    dtype)."""
+    return (
+        ONEDNN_LINEAR_AVAILABLE
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def uses_onednn_linear(module: nn.Module, x: Tensor) -> bool:
+    """Whether ``module`` runs its linear products on ``x`` through :func:`onednn_linear`: CPU inference (eval
+    mode, no autograd, no graph captured for export) where :func:`takes_onednn`."""
+    return takes_onednn(x) and eager_cpu_inference(module, x)
+
+
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor = None) -> Tensor:
+    """``F.linear(x, weight, bias)`` on oneDNN: ``[..., in]`` x ``[out, in]`` (+ ``[out]``) -> ``[..., out]``,
+    contiguous. Float32 CPU tensors, no autograd."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose float32 CPU inference runs :func:`onednn_linear` (see :func:`uses_onednn_linear`);
+    ``F.linear`` otherwise."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if uses_onednn_linear(self, x):
+            return onednn_linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
+def mm_into(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """``torch.mm(a, b, out=out)``: ``[M, K] x [K, N]`` into ``out [M, N]`` (any strides). Where both inputs
+    :func:`takes_onednn` and need no gradient, on oneDNN, then copied into ``out`` (oneDNN's operator makes its
+    own output). ``b`` is made contiguous first: oneDNN reads a weight ``b.t()`` whose rows are a slice of longer
+    ones (a block of a band's columns) a thousand times slower."""
+    if takes_onednn(a) and takes_onednn(b) and not (a.requires_grad or b.requires_grad):
+        return out.copy_(onednn_linear(a, b.contiguous().t()))
+    return torch.mm(a, b, out=out)
