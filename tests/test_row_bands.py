@@ -40,9 +40,10 @@ def test_semantic_map_by_blocks_of_columns_is_the_semantic_product(block_columns
 @pytest.mark.parametrize("factor", [1, 2, 4, 8])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("low_size", [(9, 7), (5, 3), (40, 3), (6, 40)])
-def test_upsampled_rows_are_the_resized_rows_bit_for_bit(factor, layout, low_size):
+@pytest.mark.parametrize("reused_buffer", [False, True])
+def test_upsampled_rows_are_the_resized_rows_bit_for_bit(factor, layout, low_size, reused_buffer):
     """Bands of every height, on whole resizes whose output spans less and more than SMALL_OUTPUT_SPAN (torch
-    resizes the two with kernels that round differently)."""
+    resizes the two with kernels that round differently), in fresh memory and in one buffer for every band."""
     torch.manual_seed(0)
     batch = torch.randn(2, 6, *low_size) * 5
     if layout == "channels_last":
@@ -53,8 +54,13 @@ def test_upsampled_rows_are_the_resized_rows_bit_for_bit(factor, layout, low_siz
     assert torch.equal(upsample_masks(mask_pred, size), expected)
     for band in (1, 3, factor, 5 * factor + 1, size[0]):
         for width in (size[1], max(size[1] - 3, 1), 1):
-            rows = [upsampled_rows(mask_pred, size, start, min(start + band, size[0]), width)
-                    for start in range(0, size[0], band)]
+            buffer = mask_pred.new_empty(0) if reused_buffer else None
+            rows = []
+            for start in range(0, size[0], band):
+                rows.append(upsampled_rows(mask_pred, size, start, min(start + band, size[0]), width, buffer))
+                if reused_buffer:  # a view of the buffer, which the next band overwrites
+                    assert rows[-1].untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+                    rows[-1] = rows[-1].clone()
             assert torch.equal(torch.cat(rows, dim=1), expected[..., :width]), (band, width)
 
 

@@ -15,7 +15,8 @@ computed as there, ``sem_seg`` is the same matrix product a band of columns at a
 :func:`~.onednn_linear.mm_into`), and the instances' mask
 scores add the same dot products a band at a time (in float64). Picked by :func:`uses_row_bands`.
 """
-from typing import Dict, Tuple
+import math
+from typing import Dict, Optional, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances
@@ -35,9 +36,8 @@ __all__ = [
 ]
 
 BAND_BYTES = 24 * 2**20
-"""The float logits of one band, about: small enough that the allocator reuses the memory of the band before
-rather than mapping fresh pages each band (glibc maps allocations above 32 MiB on their own), large enough that
-the rows recomputed at each band's edges (:func:`upsampled_rows`) are a small share."""
+"""The float logits of one band, about: a small addition to the outputs' memory, large enough that the rows
+recomputed at each band's edges (:func:`upsampled_rows`) are a small share."""
 
 SEMANTIC_BLOCK_COLUMNS = 2048
 """Columns of ``sem_seg`` one matrix product writes: a block's output (1 MiB at 133 classes) fits the core's L2
@@ -66,10 +66,15 @@ def exact_resize(low_size, size) -> bool:
 SMALL_OUTPUT_SPAN = 128
 
 
-def upsampled_rows(mask_pred: Tensor, size: Tuple[int, int], start: int, stop: int, width: int) -> Tensor:
+def upsampled_rows(
+    mask_pred: Tensor, size: Tuple[int, int], start: int, stop: int, width: int, buffer: Optional[Tensor] = None
+) -> Tensor:
     """Rows ``start:stop`` and columns ``:width`` of ``upsample_masks(mask_pred, size)``, bit-identical to them,
     computed from the rows of ``mask_pred [Q, h, w]`` that they read and one more on each side
-    (:func:`exact_resize` must hold).
+    (:func:`exact_resize` must hold). Written into ``buffer`` (1-d, grown as needed) where given, which the
+    next call overwrites: a band's memory is then the same from band to band, instead of pages the kernel maps
+    and clears anew for each (glibc returns a band's memory to the system when it is freed at the top of the
+    heap).
 
     Output row ``y`` reads source rows ``floor((y + 0.5) / f - 0.5)`` and the one after (clamped to the image),
     ``f`` the factor. Resized at the same scale, a slice of source rows from ``first`` gives output rows from
@@ -93,9 +98,15 @@ def upsampled_rows(mask_pred: Tensor, size: Tuple[int, int], start: int, stop: i
     if size[0] + size[1] > SMALL_OUTPUT_SPAN:
         rows = max(rows, SMALL_OUTPUT_SPAN + 1 - columns)
     # F.interpolate cannot take both a size and the scale: the operator it calls can.
-    band = torch.ops.aten.upsample_bilinear2d(
-        mask_pred[None, :, first:last], [rows, columns], False, float(factor_h), float(factor_w)
-    )[0]
+    arguments = (mask_pred[None, :, first:last], [rows, columns], False, float(factor_h), float(factor_w))
+    if buffer is None:
+        band = torch.ops.aten.upsample_bilinear2d(*arguments)[0]
+    else:
+        shape = (1, mask_pred.shape[0], rows, columns)
+        if buffer.numel() < math.prod(shape):
+            buffer.resize_(math.prod(shape))
+        out = buffer[: math.prod(shape)].view(shape)
+        band = torch.ops.aten.upsample_bilinear2d.out(*arguments, out=out)[0]
     return band[:, start - factor_h * first: stop - factor_h * first, :width]
 
 
@@ -115,7 +126,10 @@ class BandSource:
         # Where the tasks run at the image's size, the reference's second resize is the identity (a crop).
         crops = not tasks.resize_before_inference or output_size == image_size
         if crops and exact_resize(mask_pred.shape[-2:], padded_size):
-            self._rows = lambda start, stop: upsampled_rows(mask_pred, padded_size, start, stop, self.size[1])
+            buffer = mask_pred.new_empty(0)
+            self._rows = lambda start, stop: upsampled_rows(
+                mask_pred, padded_size, start, stop, self.size[1], buffer
+            )
         else:
             resized = upsample_masks(mask_pred, padded_size)
             if tasks.resize_before_inference:
@@ -123,7 +137,8 @@ class BandSource:
             self._rows = lambda start, stop: resized[:, start:stop]
 
     def rows(self, start: int, stop: int) -> Tensor:
-        """``[Q, stop - start, W]`` logits of rows ``start:stop``, which the caller may change in place."""
+        """``[Q, stop - start, W]`` logits of rows ``start:stop``, which the caller may change in place, and which
+        the next call may overwrite."""
         return self._rows(start, stop)
 
 

@@ -4,7 +4,7 @@ from typing import Callable, Dict, List, Optional, Union
 import fvcore.nn.weight_init as weight_init
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
-from torch import nn
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..build import PIXEL_DECODER_REGISTRY
@@ -13,6 +13,18 @@ from ..transformer_blocks import PositionEmbeddingSine
 
 # Number of feature maps, coarsest first, handed to a multi-scale transformer decoder.
 NUM_MULTI_SCALE_FEATURES = 3
+
+
+def relu_in_place(x: Tensor) -> Tensor:
+    """The FPN convolutions' ReLU, written over its input: a convolution's (or norm's) fresh output that neither's
+    backward reads, so the same gradients and one ``[B, C, H, W]`` map less (128 MB at 1024x2048, 1/4 scale)."""
+    return F.relu(x, inplace=True)
+
+
+def add_upsampled(lateral_y: Tensor, up: Tensor) -> Tensor:
+    """``lateral_y + up`` written over ``lateral_y``, the lateral convolution's fresh output, which neither its
+    backward nor its norm's reads."""
+    return lateral_y.add_(up)
 
 
 def conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: str, activation=None) -> Conv2d:
@@ -31,7 +43,7 @@ def add_fpn_levels(module: nn.Module, in_channels: List[int], conv_dim: int, nor
     lateral_convs, output_convs = [], []
     for idx, channels in enumerate(in_channels, start=1):
         lateral = conv_norm(channels, conv_dim, 1, norm)
-        output = conv_norm(conv_dim, conv_dim, 3, norm, F.relu)
+        output = conv_norm(conv_dim, conv_dim, 3, norm, relu_in_place)
         module.add_module(f"adapter_{idx}", lateral)
         module.add_module(f"layer_{idx}", output)
         lateral_convs.append(lateral)
@@ -62,7 +74,7 @@ class BasePixelDecoder(nn.Module):
         self.in_features = [name for name, _ in shapes]
         channels = [shape.channels for _, shape in shapes]
         lateral_convs, output_convs = add_fpn_levels(self, channels[:-1], conv_dim, norm)
-        top = conv_norm(channels[-1], conv_dim, 3, norm, F.relu)
+        top = conv_norm(channels[-1], conv_dim, 3, norm, relu_in_place)
         self.add_module(f"layer_{len(channels)}", top)
         # Top-down order: coarsest first.
         self.lateral_convs: List[Optional[nn.Module]] = [None] + lateral_convs
@@ -88,7 +100,7 @@ class BasePixelDecoder(nn.Module):
         outputs = [y]
         for name, lateral, output in zip(self.in_features[-2::-1], self.lateral_convs[1:], self.output_convs[1:]):
             lateral_y = lateral(features[name])
-            y = output(lateral_y + F.interpolate(y, size=lateral_y.shape[-2:], mode="nearest"))
+            y = output(add_upsampled(lateral_y, F.interpolate(y, size=lateral_y.shape[-2:], mode="nearest")))
             outputs.append(y)
         return y, outputs[:NUM_MULTI_SCALE_FEATURES]
 
@@ -131,7 +143,7 @@ class TransformerEncoderPixelDecoder(BasePixelDecoder):
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
         # The coarsest output conv now reads the encoder's conv_dim channels.
-        top = conv_norm(conv_dim, conv_dim, 3, norm, F.relu)
+        top = conv_norm(conv_dim, conv_dim, 3, norm, relu_in_place)
         self.add_module(f"layer_{len(self.in_features)}", top)
         self.output_convs[0] = top
 

@@ -22,7 +22,7 @@ from ..transformer_blocks import (
     with_pos,
     xavier_init_matrices,
 )
-from .fpn import NUM_MULTI_SCALE_FEATURES, add_fpn_levels, sorted_by_stride
+from .fpn import NUM_MULTI_SCALE_FEATURES, add_fpn_levels, add_upsampled, sorted_by_stride
 
 
 class MSDeformAttnTransformerEncoderLayer(nn.Module):
@@ -205,7 +205,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         for name, lateral, output in zip(fpn_names, self.lateral_convs, self.output_convs):
             lateral_y = lateral(features[name].float())
             up = F.interpolate(outputs[-1], size=lateral_y.shape[-2:], mode="bilinear", align_corners=False)
-            outputs.append(output(lateral_y + up))
+            outputs.append(output(add_upsampled(lateral_y, up)))
         return self.mask_features(outputs[-1]), outputs[0], outputs[:NUM_MULTI_SCALE_FEATURES]
 
     def forward(self, features):
