@@ -3,10 +3,11 @@
 Reference: ``F.linear`` (``nn.Linear.forward``), which torch's x86 builds run on MKL's sgemm. Fast path:
 :func:`onednn_linear`, the same product on oneDNN (``torch.ops.mkldnn._linear_pointwise``, the operator torch's
 own compiler puts in place of frozen linear layers), whose AVX-512 kernels the convolutions already run on. On
-the project's AMD Zen 4 VM it runs the encoder's shapes 1.2x-1.4x faster than MKL
-(``benchmarks/bench_cpu_pieces.py``): MKL takes slower code paths on CPUs that are not Intel's. Equal up to
-float rounding (another blocking of the sums). Picked by :func:`uses_onednn_linear`; the model's layers are
-:class:`Linear` (an ``nn.Linear``: the same parameters and checkpoint keys).
+the project's AMD Zen 4 VM it ran the encoder's shapes 1.07x-1.38x faster than MKL, and ``sem_seg``'s products
+about 1.4x (``benchmarks/bench_cpu_pieces.py --pieces linear_layers semantic_bands``): MKL takes slower code
+paths on CPUs that are not Intel's. Equal up to float rounding (another blocking of the sums). Picked by
+:func:`uses_onednn_linear`; the model's layers are :class:`Linear` (an ``nn.Linear``: the same parameters and
+checkpoint keys).
 
 The post-processing's ``sem_seg`` products (``[K, Q] x [Q, pixels]``, a sum over only a hundred queries, where
 MKL reaches about half its peak) take :func:`mm_into`, on oneDNN where :func:`takes_onednn` (reference:
