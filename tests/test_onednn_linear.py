@@ -49,6 +49,10 @@ def test_onednn_linear_reads_weight_views():
     x = inputs()["sequence"]
     for rows, row_bias in zip(weight.split(48), bias.split(48)):
         torch.testing.assert_close(onednn_linear.onednn_linear(x, rows, row_bias), F.linear(x, rows, row_bias))
+    # Not dense (copied dense first): a block of columns of a wider matrix, transposed, as mm_into passes it.
+    block = torch.randn(40, 300, generator=torch.Generator().manual_seed(2))[:, 100:148].t()
+    assert not (block.is_contiguous() or block.t().is_contiguous())
+    torch.testing.assert_close(onednn_linear.onednn_linear(x, block), F.linear(x, block), rtol=1e-5, atol=1e-5)
 
 
 def test_linear_keeps_nn_linear_parameters_and_checkpoint_keys():

@@ -50,7 +50,11 @@ def uses_onednn_linear(module: nn.Module, x: Tensor) -> bool:
 
 def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor = None) -> Tensor:
     """``F.linear(x, weight, bias)`` on oneDNN: ``[..., in]`` x ``[out, in]`` (+ ``[out]``) -> ``[..., out]``,
-    contiguous. Float32 CPU tensors, no autograd."""
+    contiguous. Float32 CPU tensors, no autograd. A weight that is not dense, neither its rows nor its columns
+    contiguous (a block of a band's columns, transposed, in :func:`mm_into`), is copied dense first: oneDNN reads
+    one about a thousand times slower."""
+    if not (weight.is_contiguous() or weight.t().is_contiguous()):
+        weight = weight.t().contiguous().t()
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
@@ -67,8 +71,7 @@ class Linear(nn.Linear):
 def mm_into(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     """``torch.mm(a, b, out=out)``: ``[M, K] x [K, N]`` into ``out [M, N]`` (any strides). Where both inputs
     :func:`takes_onednn` and need no gradient, on oneDNN, then copied into ``out`` (oneDNN's operator makes its
-    own output). ``b`` is made contiguous first: oneDNN reads a weight ``b.t()`` whose rows are a slice of longer
-    ones (a block of a band's columns) a thousand times slower."""
+    own output)."""
     if takes_onednn(a) and takes_onednn(b) and not (a.requires_grad or b.requires_grad):
-        return out.copy_(onednn_linear(a, b.contiguous().t()))
+        return out.copy_(onednn_linear(a, b.t()))
     return torch.mm(a, b, out=out)
