@@ -103,9 +103,10 @@ def upsampled_rows(
         band = torch.ops.aten.upsample_bilinear2d(*arguments)[0]
     else:
         shape = (1, mask_pred.shape[0], rows, columns)
-        if buffer.numel() < math.prod(shape):
-            buffer.resize_(math.prod(shape))
-        out = buffer[: math.prod(shape)].view(shape)
+        numel = math.prod(shape)
+        if buffer.numel() < numel:
+            buffer.resize_(numel)
+        out = buffer[:numel].view(shape)
         band = torch.ops.aten.upsample_bilinear2d.out(*arguments, out=out)[0]
     return band[:, start - factor_h * first: stop - factor_h * first, :width]
 
