@@ -32,7 +32,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from mask_former.modeling.fast_paths import onednn_linear
+from mask_former.layers import onednn_linear
 from mask_former.modeling.fast_paths.kept_queries import (
     mean_inside_probability,
     mean_inside_probability_per_query,
@@ -119,7 +119,7 @@ def instance_scores(runs):
 
 @contextlib.contextmanager
 def onednn(on: bool):
-    """oneDNN's products (``mask_former/modeling/fast_paths/onednn_linear.py``) on or off inside."""
+    """oneDNN's products (``mask_former/layers/onednn_linear.py``) on or off inside."""
     available = onednn_linear.ONEDNN_LINEAR_AVAILABLE
     onednn_linear.ONEDNN_LINEAR_AVAILABLE = available and on
     try:

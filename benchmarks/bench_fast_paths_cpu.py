@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, NamedTuple
 
 import torch
 
-import mask_former.modeling.fast_paths.onednn_linear as onednn_linear
+import mask_former.layers.onednn_linear as onednn_linear
 import mask_former.modeling.pixel_decoder.msdeformattn as msdeformattn
 import mask_former.modeling.transformer_blocks as transformer_blocks
 from bench_large_images_cpu import parse_size

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Sequence
 
 import torch
 
-from mask_former.modeling.fast_paths.onednn_linear import ONEDNN_LINEAR_AVAILABLE, onednn_linear
+from mask_former.layers.onednn_linear import ONEDNN_LINEAR_AVAILABLE, onednn_linear
 from timing import median_seconds
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mask_former.modeling.fast_paths import onednn_linear
-from mask_former.modeling.fast_paths.onednn_linear import Linear, uses_onednn_linear
+from mask_former.layers import onednn_linear
+from mask_former.layers.onednn_linear import Linear, uses_onednn_linear
 
 needs_onednn = pytest.mark.skipif(
     not onednn_linear.ONEDNN_LINEAR_AVAILABLE, reason="oneDNN's linear operator or an x86 AVX2 CPU is missing"

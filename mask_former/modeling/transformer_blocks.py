@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..layers import Linear
 from .fast_paths.masked_attention import fused_attention, uses_fused_attention
-from .fast_paths.onednn_linear import Linear
 
 __all__ = [
     "MLP",

@@ -27,6 +27,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
+from ..layers.graph_capture import capturing_graph
 from .ms_deform_attn_func import CPU_EXTENSION, EXTENSION, load_extension, ms_deform_attn_cpu, ms_deform_attn_cuda
 from .ms_deform_attn_gather import ms_deform_attn_gather
 from .ms_deform_attn_ref import ms_deform_attn_pytorch
@@ -227,7 +228,7 @@ def _checked(kernel: str, reason: str, value: torch.Tensor) -> Tuple[str, str]:
 def choose_implementation(value: torch.Tensor) -> Tuple[str, str]:
     """The implementation :func:`ms_deform_attn` uses for ``value``, and why."""
     requested = os.environ.get(IMPLEMENTATION_ENV, "auto")
-    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+    if capturing_graph():
         return EXPORT_FORMS[_export_form], f"exporting (standard operators only), --deform-attn {_export_form}"
     if requested == "pytorch":
         return "pytorch", f"{IMPLEMENTATION_ENV}=pytorch"

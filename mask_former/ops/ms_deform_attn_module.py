@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..modeling.fast_paths.onednn_linear import Linear
+from ..layers import Linear
 from . import ms_deform_attn
 from .ms_deform_attn_ref import level_shapes
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
-from ..fast_paths.onednn_linear import Linear
+from ...layers import Linear
 from ..padding import padding_to_multiple
 
 # Added to the attention logits between tokens of one shifted window that came from different

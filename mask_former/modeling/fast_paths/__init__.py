@@ -19,26 +19,16 @@ that picks between them:
 - :mod:`.masked_attention`: the decoder's masked cross-attention in inference on one fused attention kernel, the
   mask read once for all heads (reference: ``nn.MultiheadAttention`` with the mask copied per head); picked by
   :func:`~.masked_attention.uses_fused_attention`.
-- :mod:`.onednn_linear`: the linear layers (:class:`~.onednn_linear.Linear`) and ``sem_seg``'s products in float32
-  CPU inference on oneDNN's matrix product (reference: ``F.linear`` and ``torch.mm``, MKL's on x86); picked by
-  :func:`~.onednn_linear.uses_onednn_linear` and :func:`~.onednn_linear.takes_onednn`.
+
+One more lives in :mod:`mask_former.layers`, below the deformable attention operator, which uses it too:
+
+- :mod:`mask_former.layers.onednn_linear`: the linear layers (:class:`~mask_former.layers.onednn_linear.Linear`)
+  and ``sem_seg``'s products in float32 CPU inference on oneDNN's matrix product (reference: ``F.linear`` and
+  ``torch.mm``, MKL's on x86); picked by :func:`~mask_former.layers.onednn_linear.uses_onednn_linear` and
+  :func:`~mask_former.layers.onednn_linear.takes_onednn`.
+
+The conditions they share (eval mode, no autograd, no graph being captured) are in
+:mod:`mask_former.layers.graph_capture`.
 
 Each has a test comparing it with its reference.
 """
-import torch
-from torch import Tensor, nn
-
-__all__ = ["capturing_graph", "eager_cpu_inference"]
-
-
-def capturing_graph() -> bool:
-    """Whether the model runs to be recorded into a graph: by torch.export, or by the TorchScript tracer (the
-    ONNX exporter). Such a graph holds neither data-dependent shapes nor values kept between calls."""
-    return torch.compiler.is_exporting() or torch.jit.is_tracing()
-
-
-def eager_cpu_inference(module: nn.Module, x: Tensor) -> bool:
-    """Whether ``module`` runs eager CPU inference on ``x``: eval mode, no autograd, no graph captured for export
-    (checked first: under torch.export a test of ``x`` would become a guard of the graph). The condition of the
-    inference-only fast paths, which may drop what training or an exported graph needs."""
-    return not capturing_graph() and x.device.type == "cpu" and not module.training and not torch.is_grad_enabled()

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ...compat import tensor_version
-from . import capturing_graph
+from ...layers import capturing_graph
 
 __all__ = ["FrozenBNConv2d", "conv_then_norm", "fold_frozen_batch_norm", "folds_frozen_batch_norm", "frozen_bn_affine"]
 

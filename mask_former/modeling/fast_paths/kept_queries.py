@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from . import capturing_graph
+from ...layers import capturing_graph
 
 __all__ = [
     "classify_queries",

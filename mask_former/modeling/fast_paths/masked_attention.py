@@ -14,8 +14,8 @@ and does the scaling, masking, softmax and product in one pass over blocks of ke
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from . import eager_cpu_inference
-from .onednn_linear import onednn_linear, uses_onednn_linear
+from ...layers import eager_cpu_inference
+from ...layers.onednn_linear import onednn_linear, uses_onednn_linear
 
 __all__ = ["fused_attention", "uses_fused_attention"]
 

@@ -24,10 +24,10 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ...assembly import assemble_instances, assemble_panoptic, instance_pairs
+from ...layers import capturing_graph
+from ...layers.onednn_linear import mm_into
 from ..postprocessing import InferenceTasks, class_pair_scores, resize_to_output, upsample_masks
-from . import capturing_graph
 from .kept_queries import classify_queries, kept_query_owners
-from .onednn_linear import mm_into
 from .recycled_memory import empty_output
 
 __all__ = [

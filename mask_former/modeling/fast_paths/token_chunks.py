@@ -16,7 +16,7 @@ Picked by :func:`uses_token_chunks`.
 import torch
 from torch import Tensor, nn
 
-from . import eager_cpu_inference
+from ...layers import eager_cpu_inference
 
 __all__ = ["TOKENS_PER_CHUNK", "encoder_layer_by_chunks", "uses_token_chunks"]
 

@@ -9,6 +9,7 @@ from detectron2.layers import Conv2d, ShapeSpec
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ...layers import capturing_graph
 from ...ops.ms_deform_attn_module import MSDeformAttn
 from ...ops.ms_deform_attn_ref import level_shapes
 from ..build import PIXEL_DECODER_REGISTRY
@@ -95,7 +96,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         pos_flatten = torch.cat(
             [pos.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1) for i, pos in enumerate(pos_embeds)], 1
         )
-        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+        if capturing_graph():
             # Exporters keep the sizes symbolic as Python sizes only, not inside a tensor.
             spatial_shapes, level_start_index = shapes, None
         else:

@@ -5,9 +5,9 @@ import torch
 from detectron2.config import configurable
 from torch import Tensor, nn
 
+from ...layers import Linear
 from ..build import TRANSFORMER_DECODER_REGISTRY
 from ..fast_paths.mask_logits import joined_mask_logits, joins_mask_logits, mask_logits_reference
-from ..fast_paths.onednn_linear import Linear
 from ..transformer_blocks import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer
 from .common import decoder_config, input_projection, pack_outputs, resize_bilinear
 

@@ -4,9 +4,9 @@ from detectron2.config import configurable
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ...layers import Linear
 from ..build import TRANSFORMER_DECODER_REGISTRY
 from ..fast_paths.mask_logits import mask_logits
-from ..fast_paths.onednn_linear import Linear
 from ..transformer import Transformer
 from ..transformer_blocks import MLP, PositionEmbeddingSine
 from .common import decoder_config, input_projection, pack_outputs

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from . import eager_cpu_inference
+from .graph_capture import eager_cpu_inference
 
 __all__ = ["ONEDNN_LINEAR_AVAILABLE", "Linear", "mm_into", "onednn_linear", "takes_onednn", "uses_onednn_linear"]
 
