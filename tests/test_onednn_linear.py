@@ -68,7 +68,7 @@ def test_linear_keeps_nn_linear_parameters_and_checkpoint_keys():
 
 
 @needs_onednn
-def test_onednn_only_in_float32_cpu_inference_outside_autocast():
+def test_onednn_only_in_cpu_inference_in_float32_or_bfloat16_autocast():
     layer = Linear(40, 48)
     x = inputs()["rows"]
     with torch.no_grad():
@@ -77,9 +77,36 @@ def test_onednn_only_in_float32_cpu_inference_outside_autocast():
         layer.eval()
         assert not uses_onednn_linear(layer, x.double())
         with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert uses_onednn_linear(layer, x) == onednn_linear.ONEDNN_BFLOAT16_SUPPORTED
+            assert not onednn_linear.takes_onednn(x)  # mm_into stays float32
+            assert layer(x).dtype == torch.bfloat16
+        with torch.autocast("cpu", dtype=torch.float16):
             assert not uses_onednn_linear(layer, x)
-            assert layer(x).dtype == torch.bfloat16  # autocast's F.linear
     assert not uses_onednn_linear(layer, x)  # under autograd
+
+
+needs_onednn_bfloat16 = pytest.mark.skipif(
+    not (onednn_linear.ONEDNN_LINEAR_AVAILABLE and onednn_linear.ONEDNN_BFLOAT16_SUPPORTED),
+    reason="oneDNN runs no bfloat16 products on this CPU",
+)
+
+
+@needs_onednn_bfloat16
+@pytest.mark.parametrize("name", ["rows", "sequence", "transposed", "image batch"])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
+def test_bfloat16_autocast_linear_equals_autocast_f_linear(name, with_bias, input_dtype):
+    """Under the CPU's bfloat16 autocast, oneDNN's product on the bfloat16 casts against autocast's F.linear: both
+    round the same float32 sums of the same bfloat16 operands (equal on the project's VM; a bfloat16 rounding
+    apart at most)."""
+    weight, bias = weights()
+    bias = bias if with_bias else None
+    x = inputs()[name].to(input_dtype)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = onednn_linear.onednn_linear(x, weight, bias)
+        reference = F.linear(x, weight, bias)
+    assert fast.dtype == reference.dtype == torch.bfloat16
+    torch.testing.assert_close(fast, reference, rtol=1.6e-2, atol=1e-2)
 
 
 def test_traced_graph_keeps_the_standard_linear():
@@ -92,25 +119,31 @@ def test_traced_graph_keeps_the_standard_linear():
 
 
 @needs_onednn
-def test_model_inference_runs_on_onednn_and_matches_the_reference(monkeypatch):
-    """A tiny Mask2Former's inference reaches the fast path, and its outputs are the reference's up to float
-    rounding (the golden fixtures then check them against upstream's)."""
+@pytest.mark.parametrize("autocast_dtype", ["", "bfloat16"])
+def test_model_inference_runs_on_onednn_and_matches_the_reference(monkeypatch, autocast_dtype):
+    """A tiny Mask2Former's inference, in float32 and in bfloat16, reaches the fast path, and its outputs are the
+    reference's up to float rounding (the golden fixtures then check them against upstream's)."""
     from detectron2.modeling import build_model
 
     from helpers import tiny_cfg
 
+    if autocast_dtype and not onednn_linear.ONEDNN_BFLOAT16_SUPPORTED:
+        pytest.skip("oneDNN runs no bfloat16 products on this CPU")
     calls = []
     fast = onednn_linear.onednn_linear
-    monkeypatch.setattr(onednn_linear, "onednn_linear", lambda *a: calls.append(1) or fast(*a))
+    monkeypatch.setattr(onednn_linear, "onednn_linear", lambda *a: calls.append(a[0].dtype) or fast(*a))
+    cfg = tiny_cfg()
+    cfg.MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE = autocast_dtype
     torch.manual_seed(0)
-    model = build_model(tiny_cfg()).eval()
+    model = build_model(cfg).eval()
     batch = [{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8), "height": 64, "width": 64}]
     with torch.no_grad():
         outputs = model(batch)[0]
         assert calls
         monkeypatch.setattr(onednn_linear, "ONEDNN_LINEAR_AVAILABLE", False)
         reference = model(batch)[0]
-    torch.testing.assert_close(outputs["sem_seg"], reference["sem_seg"], rtol=1e-4, atol=1e-5)
+    tolerance = {"rtol": 1e-4, "atol": 1e-5} if not autocast_dtype else {"rtol": 1.6e-2, "atol": 1e-2}
+    torch.testing.assert_close(outputs["sem_seg"], reference["sem_seg"], **tolerance)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
