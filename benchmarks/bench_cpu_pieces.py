@@ -32,6 +32,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from bench_fast_paths_cpu import FAST_PATHS
 from mask_former.layers import onednn_linear
 from mask_former.modeling.fast_paths.kept_queries import (
     mean_inside_probability,
@@ -119,13 +120,14 @@ def instance_scores(runs):
 
 @contextlib.contextmanager
 def onednn(on: bool):
-    """oneDNN's products (``mask_former/layers/onednn_linear.py``) on or off inside."""
-    available = onednn_linear.ONEDNN_LINEAR_AVAILABLE
-    onednn_linear.ONEDNN_LINEAR_AVAILABLE = available and on
+    """oneDNN's products (``mask_former/layers/onednn_linear.py``) on or off inside, by the switch
+    ``bench_fast_paths_cpu.py --fast-path onednn_linear`` uses."""
+    switch = FAST_PATHS["onednn_linear"].switch
+    switch(None, on)
     try:
         yield
     finally:
-        onednn_linear.ONEDNN_LINEAR_AVAILABLE = available
+        switch(None, True)
 
 
 def semantic_bands(runs):
