@@ -5,17 +5,18 @@
         MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE bfloat16
     .venv/bin/python benchmarks/bench_fast_paths_cpu.py --fast-path recycled_memory --rounds 8
     .venv/bin/python benchmarks/bench_fast_paths_cpu.py --fast-path onednn_linear --rounds 8
+    .venv/bin/python benchmarks/bench_fast_paths_cpu.py --fast-path onednn_mask_logits --rounds 8 \\
+        MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE bfloat16
 
-For each variant, the median over rounds of: the whole inference, the network (``MaskFormer.network``), the
-post-processing (``MaskFormer.inference``) and the part the fast path replaces (the deformable encoder for
-``token_chunks``, the transformer decoder for ``masked_attention``, the post-processing for ``recycled_memory``,
-the network for ``onednn_linear``);
-then how far the outputs of the two variants are apart. Random weights of the config (default: the R50
-COCO-panoptic one). "off" forces the reference, by replacing the fast path's predicate with ``False`` in this
-process (for ``onednn_linear``, the constant it reads, ``ONEDNN_LINEAR_AVAILABLE``), or for ``recycled_memory``
-by switching the model's ``recycle_output_memory`` off. Each variant runs
-once untimed first; each inference's outputs are dropped before the next (the last of each variant's are kept
-for the comparison).
+For each variant, the median over rounds of: the whole inference, the network (``MaskFormer.network``), the post-
+processing (``MaskFormer.inference``) and the part the fast path replaces (the deformable encoder for
+``token_chunks``, the transformer decoder for ``masked_attention`` and ``onednn_mask_logits``, the post-processing
+for ``recycled_memory``, the network for ``onednn_linear``); then how far the outputs of the two variants are
+apart. Random weights of the config (default: the R50 COCO-panoptic one). "off" forces the reference, by replacing
+the fast path's predicate with ``False`` in this process (for ``onednn_linear``, the constant it reads,
+``ONEDNN_LINEAR_AVAILABLE``), or for ``recycled_memory`` by switching the model's ``recycle_output_memory`` off.
+Each variant runs once untimed first; each inference's outputs are dropped before the next (the last of each
+variant's are kept for the comparison).
 """
 import argparse
 import statistics
@@ -25,6 +26,7 @@ from typing import Callable, Dict, List, NamedTuple
 import torch
 
 import mask_former.layers.onednn_linear as onednn_linear
+import mask_former.modeling.fast_paths.mask_logits as mask_logits
 import mask_former.modeling.pixel_decoder.msdeformattn as msdeformattn
 import mask_former.modeling.transformer_blocks as transformer_blocks
 from bench_large_images_cpu import parse_size
@@ -63,6 +65,10 @@ FAST_PATHS = {
     ),
     "onednn_linear": FastPath(
         constant_switch(onednn_linear, "ONEDNN_LINEAR_AVAILABLE"), lambda model: (model, "network")
+    ),
+    "onednn_mask_logits": FastPath(
+        predicate_switch(mask_logits, "uses_onednn_mask_logits"),
+        lambda model: (model.sem_seg_head.predictor, "forward"),
     ),
     "recycled_memory": FastPath(
         lambda model, on: setattr(model, "recycle_output_memory", on), lambda model: (model, "inference")

@@ -1,10 +1,13 @@
 """Each CPU fast path of mask_former.modeling.fast_paths against its plain reference."""
+from pathlib import Path
+
 import pytest
 import torch
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch.nn import functional as F
 
 from mask_former.assembly import assemble_panoptic
+from mask_former.layers import onednn_linear
 from mask_former.modeling.fast_paths.frozen_bn import (
     FrozenBNConv2d,
     conv_then_norm,
@@ -26,10 +29,14 @@ from mask_former.modeling.fast_paths.mask_logits import (
     joins_mask_logits,
     mask_logits,
     mask_logits_reference,
+    onednn_mask_logits,
+    uses_onednn_mask_logits,
 )
 from mask_former.modeling.postprocessing import panoptic_inference
 
 # Mask logits: the joined backward on the supervised rows against the einsum.
+
+DECODER = torch.nn.Module()  # the module that computes the logits, in training mode
 
 
 def _inputs(channels_last, batch=3, queries=20, channels=16, size=(7, 9)):
@@ -53,7 +60,7 @@ def _sparse_grad(shape, rows):
 @pytest.mark.parametrize("rows", [[(0, 3), (0, 11), (2, 0)], [], [(b, q) for b in range(3) for q in range(20)]])
 def test_mask_logits_gradients_equal_the_einsums(channels_last, rows):
     embed, features = _inputs(channels_last)
-    out, reference = mask_logits(embed, features), mask_logits_reference(embed, features)
+    out, reference = mask_logits(embed, features, DECODER), mask_logits_reference(embed, features)
     assert torch.equal(out, reference)
     grad = _sparse_grad(out.shape, rows)
     ours = torch.autograd.grad(out, (embed, features), grad)
@@ -66,7 +73,7 @@ def test_mask_logits_keeps_non_finite_rows():
     embed, features = _inputs(False)
     grad = _sparse_grad((3, 20, 7, 9), [(1, 4)])
     grad[0, 2, 3, 3], grad[2, 5, 0, 0] = float("nan"), float("inf")
-    ours = torch.autograd.grad(mask_logits(embed, features), (embed, features), grad)
+    ours = torch.autograd.grad(mask_logits(embed, features, DECODER), (embed, features), grad)
     theirs = torch.autograd.grad(mask_logits_reference(embed, features), (embed, features), grad)
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, equal_nan=True)
@@ -77,7 +84,7 @@ def test_mask_logits_gives_only_the_wanted_gradient(wanted):
     embed, features = _inputs(True)
     frozen = features if wanted == "embed" else embed
     frozen.requires_grad_(False)
-    out = mask_logits(embed, features)
+    out = mask_logits(embed, features, DECODER)
     grad = _sparse_grad(out.shape, [(1, 2)])
     target = embed if wanted == "embed" else features
     (ours,) = torch.autograd.grad(out, target, grad)
@@ -87,13 +94,13 @@ def test_mask_logits_gives_only_the_wanted_gradient(wanted):
 
 def test_mask_logits_gradcheck():
     embed, features = _inputs(True, batch=2, queries=4, channels=3, size=(3, 4))
-    assert torch.autograd.gradcheck(mask_logits, (embed, features))
+    assert torch.autograd.gradcheck(lambda e, f: mask_logits(e, f, DECODER), (embed, features))
 
 
 def test_mask_logits_without_autograd_is_the_einsum():
     embed, features = _inputs(False)
     with torch.no_grad():
-        assert torch.equal(mask_logits(embed, features), mask_logits_reference(embed, features))
+        assert torch.equal(mask_logits(embed, features, DECODER), mask_logits_reference(embed, features))
 
 
 def test_joined_mask_logits_gradients_equal_the_einsums():
@@ -122,7 +129,7 @@ def test_joined_mask_logits_gradients_equal_the_einsums():
 def test_mask_logits_gradients_of_transposed_features():
     embed, features = _inputs(False)
     features = features.detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()  # H fastest
-    out = mask_logits(embed, features)
+    out = mask_logits(embed, features, DECODER)
     grad = _sparse_grad(out.shape, [(0, 1), (2, 5)])
     ours = torch.autograd.grad(out, (embed, features), grad)
     theirs = torch.autograd.grad(mask_logits_reference(embed, features), (embed, features), grad)
@@ -137,6 +144,48 @@ def test_mask_logits_join_on_the_cpu_under_autograd_only():
         assert not joins_mask_logits(features)
     if torch.cuda.is_available():
         assert not joins_mask_logits(features.cuda())
+
+
+needs_onednn_bfloat16 = pytest.mark.skipif(
+    not (onednn_linear.ONEDNN_LINEAR_AVAILABLE and onednn_linear.ONEDNN_BFLOAT16_SUPPORTED),
+    reason="oneDNN runs no bfloat16 products on this CPU",
+)
+
+
+def bfloat16_autocast(enabled: bool = True):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+@needs_onednn_bfloat16
+@pytest.mark.parametrize("batch", [1, 2])
+def test_onednn_mask_logits_equal_the_einsum_under_bfloat16_autocast(batch):
+    torch.manual_seed(0)
+    embed = torch.randn(batch, 20, 32)
+    features = torch.randn(batch, 32, 12, 10).to(memory_format=torch.channels_last)
+    decoder = torch.nn.Module().eval()
+    with torch.no_grad(), bfloat16_autocast():
+        assert uses_onednn_mask_logits(decoder, features)
+        fast, reference = mask_logits(embed, features, decoder), mask_logits_reference(embed, features)
+    assert fast.dtype == reference.dtype == torch.bfloat16
+    assert fast.shape == reference.shape and fast.is_contiguous()
+    torch.testing.assert_close(fast, reference, rtol=1.6e-2, atol=2e-2)
+
+
+@needs_onednn_bfloat16
+def test_onednn_mask_logits_only_in_bfloat16_inference_on_channels_last_features():
+    features = torch.randn(1, 8, 4, 4).to(memory_format=torch.channels_last)
+    decoder = torch.nn.Module()
+    with bfloat16_autocast():
+        assert not uses_onednn_mask_logits(decoder.train(), features)
+        decoder.eval()
+        assert not uses_onednn_mask_logits(decoder, features)  # autograd on
+    with torch.no_grad():
+        assert not uses_onednn_mask_logits(decoder, features)  # float32: the einsum
+        with bfloat16_autocast():
+            assert uses_onednn_mask_logits(decoder, features)
+            assert not uses_onednn_mask_logits(decoder, features.contiguous())  # [C, HW] rows: the einsum reads them
+            assert not uses_onednn_mask_logits(decoder, features.double())
+            assert torch.equal(onednn_mask_logits(torch.zeros(1, 3, 8), features).float(), torch.zeros(1, 3, 4, 4))
 
 
 # Frozen batch norm: folded into the convolution against the convolution then the norm.
@@ -299,3 +348,30 @@ def test_kept_query_paths_are_taken_eagerly_and_the_references_in_a_traced_graph
     reference = mean_inside_probability(mask_prob, mask_prob > 0.5)
     torch.testing.assert_close(scores[queries], reference[queries], rtol=1e-6, atol=0)
     assert not scores[[0, 2]].any()
+
+
+@needs_onednn_bfloat16
+def test_model_bfloat16_inference_takes_onednn_mask_logits_with_the_same_outputs(monkeypatch):
+    """A narrow R50 Mask2Former in bfloat16 reaches the fast path (its channels-last backbone makes the mask features
+    channels-last), and its outputs are those of the einsum."""
+    from detectron2.modeling import build_model
+
+    from helpers import cpu_sized_cfg
+    from mask_former.modeling.fast_paths import mask_logits as module
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cfg = cpu_sized_cfg(configs / "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml")
+    cfg.MODEL.MASK_FORMER.TEST.AUTOCAST_DTYPE = "bfloat16"
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    batch = [{"image": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8), "height": 64, "width": 64}]
+    calls = []
+    fast = module.onednn_mask_logits
+    monkeypatch.setattr(module, "onednn_mask_logits", lambda *a: calls.append(1) or fast(*a))
+    with torch.no_grad():
+        outputs = model(batch)[0]
+        assert calls
+        monkeypatch.setattr(module, "uses_onednn_mask_logits", lambda *a: False)
+        reference = model(batch)[0]
+    torch.testing.assert_close(outputs["sem_seg"], reference["sem_seg"], rtol=1e-2, atol=1e-3)
+    assert (outputs["panoptic_seg"][0] == reference["panoptic_seg"][0]).float().mean() > 0.99

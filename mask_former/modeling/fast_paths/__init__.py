@@ -2,7 +2,8 @@
 that picks between them:
 
 - :mod:`.mask_logits`: the mask logits' backward joined over the decoder layers, on the supervised queries
-  only (reference: the einsum); picked by :func:`~.mask_logits.joins_mask_logits`.
+  only, and in bfloat16 inference their product on oneDNN reading channels-last features in place (reference: the
+  einsum); picked by :func:`~.mask_logits.joins_mask_logits` and :func:`~.mask_logits.uses_onednn_mask_logits`.
 - :mod:`.frozen_bn`: a frozen batch norm folded into the convolution before it (reference: detectron2's conv
   then norm); picked by :func:`~.frozen_bn.folds_frozen_batch_norm`.
 - :mod:`.kept_queries`: panoptic and instance post-processing on the kept queries only (reference: the

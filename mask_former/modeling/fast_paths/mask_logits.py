@@ -1,15 +1,30 @@
-"""Fast path: the backward of the queries' mask logits on the CPU, joined over the decoder layers.
+"""Fast paths of the queries' mask logits on the CPU: the backward joined over the decoder layers in training, and
+the product on oneDNN in inference.
 
-Reference: :func:`mask_logits_reference`, one einsum per layer, forward and backward. Fast path:
-:func:`joined_mask_logits`, the same forward computed without a graph and one backward for every layer that
-multiplies only the supervised queries' rows. Picked by :func:`joins_mask_logits`.
+Reference: :func:`mask_logits_reference`, one einsum per layer, forward and backward. Fast paths, both taken by
+:func:`mask_logits`:
+
+- :func:`joined_mask_logits`, the same forward computed without a graph and one backward for every layer that
+  multiplies only the supervised queries' rows. Picked by :func:`joins_mask_logits`.
+- :func:`onednn_mask_logits`, in bfloat16 autocast inference: the einsum's product reads channels-last features as
+  ``[C, HW]``, a transposed matrix that its bfloat16 product copies first (8 MB at 512x512, for every layer's
+  prediction at that scale). oneDNN's product (:func:`~mask_former.layers.onednn_linear.onednn_linear`) reads
+  them in place as ``[HW, C]`` rows: the same values, and on the project's VM the transformer decoder took 79 ms
+  instead of 95 at 512x512 (``benchmarks/bench_fast_paths_cpu.py --fast-path onednn_mask_logits``). In float32
+  the einsum's product reads the transposed matrix without a copy and was as fast, so float32 keeps it. Picked
+  by :func:`uses_onednn_mask_logits`.
 """
 from typing import List, Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["joined_mask_logits", "joins_mask_logits", "mask_logits", "mask_logits_reference"]
+from ...layers.onednn_linear import onednn_dtype, onednn_linear, uses_onednn_linear
+
+__all__ = [
+    "joined_mask_logits", "joins_mask_logits", "mask_logits", "mask_logits_reference", "onednn_mask_logits",
+    "uses_onednn_mask_logits",
+]
 
 
 def mask_logits_reference(embed: Tensor, features: Tensor) -> Tensor:
@@ -92,16 +107,42 @@ def _product_into(out: Tensor, a: Tensor, b: Tensor) -> None:
         torch.mm(b.t(), a.t(), out=out.t())
 
 
-def mask_logits(embed: Tensor, features: Tensor) -> Tensor:
-    """The queries' mask logits, ``einsum("bnc,bchw->bnhw", embed, features)``.
+def uses_onednn_mask_logits(module: nn.Module, features: Tensor) -> bool:
+    """Whether ``module`` computes its mask logits of ``features`` with :func:`onednn_mask_logits`: where its linear
+    layers run on oneDNN in bfloat16 (CPU inference under bfloat16 autocast, :func:`uses_onednn_linear`) and the
+    features are channels-last, so that their ``[B, HW, C]`` rows are a view."""
+    return (
+        uses_onednn_linear(module, features)
+        and onednn_dtype(features) == torch.bfloat16
+        and features.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def onednn_mask_logits(embed: Tensor, features: Tensor) -> Tensor:
+    """:func:`mask_logits_reference` on oneDNN (in bfloat16 under bfloat16 autocast), without autograd: each
+    image's ``[N, C]`` embeddings times its channels-last features read as ``[HW, C]`` rows (a view). Returns
+    ``[B, N, H, W]``, contiguous."""
+    batch, channels, height, width = features.shape
+    rows = features.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+    logits = [onednn_linear(image_embed, image_rows) for image_embed, image_rows in zip(embed, rows)]
+    logits = logits[0].unsqueeze(0) if batch == 1 else torch.stack(logits)
+    return logits.view(batch, -1, height, width)
+
+
+def mask_logits(embed: Tensor, features: Tensor, module: nn.Module) -> Tensor:
+    """The queries' mask logits, ``einsum("bnc,bchw->bnhw", embed, features)``, as ``module`` computes them.
 
     Args:
         embed: ``[B, N, C]`` mask embeddings of N queries.
         features: ``[B, C, H, W]`` per-pixel embeddings (any memory format).
+        module: the decoder, whose mode (training or eval) picks a fast path.
 
     Returns:
-        ``[B, N, H, W]``, with the backward of :func:`joined_mask_logits` where :func:`joins_mask_logits`.
+        ``[B, N, H, W]``: on :func:`onednn_mask_logits` where :func:`uses_onednn_mask_logits`; with the backward of
+        :func:`joined_mask_logits` where :func:`joins_mask_logits`.
     """
+    if uses_onednn_mask_logits(module, features):
+        return onednn_mask_logits(embed, features)
     if not joins_mask_logits(features):
         return mask_logits_reference(embed, features)
     return joined_mask_logits(features, [embed], [mask_logits_reference(embed.detach(), features.detach())])[0]

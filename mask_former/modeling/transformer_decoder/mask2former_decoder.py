@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ...layers import Linear
 from ..build import TRANSFORMER_DECODER_REGISTRY
-from ..fast_paths.mask_logits import joined_mask_logits, joins_mask_logits, mask_logits_reference
+from ..fast_paths.mask_logits import joined_mask_logits, joins_mask_logits, mask_logits
 from ..transformer_blocks import MLP, CrossAttentionLayer, FFNLayer, PositionEmbeddingSine, SelfAttentionLayer
 from .common import decoder_config, input_projection, pack_outputs, resize_bilinear
 
@@ -187,9 +187,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     def query_mask_logits(self, embed: Tensor, features: Tensor) -> Tensor:
         """The queries' mask logits: ``[B, Q, C]`` mask embeddings x ``[B, C, H, W]`` per-pixel embeddings ->
-        ``[B, Q, H, W]`` (:func:`mask_logits_reference`; :meth:`outputs` joins the backward where
-        ``inputs.joined``)."""
-        return mask_logits_reference(embed, features)
+        ``[B, Q, H, W]`` (:func:`mask_logits`; where ``inputs.joined``, :meth:`outputs` joins the backward of
+        logits computed without a graph)."""
+        return mask_logits(embed, features, self)
 
     def outputs(self, predictions: List[Prediction], inputs: MaskInputs):
         """Every prediction in training (the masks joined to the graph where ``inputs.joined``), the last in eval,

@@ -76,7 +76,7 @@ class StandardTransformerDecoder(nn.Module):
         embed = self.mask_embed(hs)  # [L, B, Q, C]
         layers, _, queries, _ = embed.shape
         # einsum("lbqc,bchw->lbqhw") as one product per image over every layer's queries, as einsum lays it out.
-        masks = mask_logits(embed.transpose(0, 1).flatten(1, 2), mask_features)
+        masks = mask_logits(embed.transpose(0, 1).flatten(1, 2), mask_features, self)
         masks = masks.unflatten(1, (layers, queries)).transpose(0, 1)
         classes = self.class_embed(hs) if self.mask_classification else None
         return pack_outputs(None if classes is None else list(classes), list(masks))
