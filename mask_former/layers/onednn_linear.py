@@ -41,8 +41,13 @@ ONEDNN_LINEAR_AVAILABLE = (
 for one, oneDNN's float32 product is not known to be the faster)."""
 
 
-ONEDNN_BFLOAT16_SUPPORTED = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-"""oneDNN runs bfloat16 products on this CPU (AVX-512 with or without its BF16 instructions, AMX)."""
+ONEDNN_BFLOAT16_SUPPORTED = (
+    torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
+    and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+)
+"""oneDNN runs bfloat16 products on this CPU (AVX-512 with or without its BF16 instructions, AMX); autocast's
+bfloat16 ``F.linear`` runs on oneDNN there too."""
 
 
 def onednn_dtype(x: Tensor) -> Optional[torch.dtype]:
