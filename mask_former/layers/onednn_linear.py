@@ -70,7 +70,7 @@ def takes_onednn(x: Tensor) -> bool:
 def uses_onednn_linear(module: nn.Module, x: Tensor) -> bool:
     """Whether ``module`` runs its linear products on ``x`` through :func:`onednn_linear`: CPU inference (eval
     mode, no autograd, no graph captured for export) where :func:`onednn_dtype` is not None."""
-    return onednn_dtype(x) is not None and eager_cpu_inference(module, x)
+    return eager_cpu_inference(module, x) and onednn_dtype(x) is not None
 
 
 def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor = None) -> Tensor:

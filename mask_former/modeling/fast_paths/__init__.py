@@ -24,9 +24,9 @@ that picks between them:
 One more lives in :mod:`mask_former.layers`, below the deformable attention operator, which uses it too:
 
 - :mod:`mask_former.layers.onednn_linear`: the linear layers (:class:`~mask_former.layers.onednn_linear.Linear`)
-  and ``sem_seg``'s products in float32 CPU inference on oneDNN's matrix product (reference: ``F.linear`` and
-  ``torch.mm``, MKL's on x86); picked by :func:`~mask_former.layers.onednn_linear.uses_onednn_linear` and
-  :func:`~mask_former.layers.onednn_linear.takes_onednn`.
+  in CPU inference (float32, or bfloat16 autocast) and ``sem_seg``'s float32 products on oneDNN's matrix product
+  (reference: ``F.linear`` and ``torch.mm``); picked by :func:`~mask_former.layers.onednn_linear.uses_onednn_linear`
+  and :func:`~mask_former.layers.onednn_linear.takes_onednn`.
 
 The conditions they share (eval mode, no autograd, no graph being captured) are in
 :mod:`mask_former.layers.graph_capture`.

@@ -19,7 +19,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ...layers.onednn_linear import onednn_dtype, onednn_linear, uses_onednn_linear
+from ...layers import eager_cpu_inference
+from ...layers.onednn_linear import onednn_dtype, onednn_linear
 
 __all__ = [
     "joined_mask_logits", "joins_mask_logits", "mask_logits", "mask_logits_reference", "onednn_mask_logits",
@@ -109,10 +110,11 @@ def _product_into(out: Tensor, a: Tensor, b: Tensor) -> None:
 
 def uses_onednn_mask_logits(module: nn.Module, features: Tensor) -> bool:
     """Whether ``module`` computes its mask logits of ``features`` with :func:`onednn_mask_logits`: where its linear
-    layers run on oneDNN in bfloat16 (CPU inference under bfloat16 autocast, :func:`uses_onednn_linear`) and the
-    features are channels-last, so that their ``[B, HW, C]`` rows are a view."""
+    layers run on oneDNN in bfloat16 (CPU inference under bfloat16 autocast, as
+    :func:`~mask_former.layers.onednn_linear.uses_onednn_linear` decides) and the features are channels-last, so
+    that their ``[B, HW, C]`` rows are a view."""
     return (
-        uses_onednn_linear(module, features)
+        eager_cpu_inference(module, features)
         and onednn_dtype(features) == torch.bfloat16
         and features.is_contiguous(memory_format=torch.channels_last)
     )

@@ -6,7 +6,7 @@ masked fill), adds it to the scores in a product, then takes the softmax and the
 pass over ``[B * heads, Q, HW]`` floats.
 
 Fast path: :func:`fused_attention`, the same projections (the module's own weights, on
-:mod:`.onednn_linear` where it applies) around
+:mod:`mask_former.layers.onednn_linear` where it applies) around
 ``F.scaled_dot_product_attention``, which reads the mask once per image for all the heads (``[B, 1, Q, HW]``)
 and does the scaling, masking, softmax and product in one pass over blocks of keys. Equal up to float rounding
 (the scores are scaled inside the kernel and summed blockwise). Picked by :func:`uses_fused_attention`.

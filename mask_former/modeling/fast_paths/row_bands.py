@@ -12,7 +12,7 @@ instances' mask scores). Memory holds the outputs, which the reference makes too
 
 The same results: the logits' rows are bit-identical to the reference's, every per-pixel value and count is
 computed as there, ``sem_seg`` is the same matrix product a band of columns at a time (on
-:func:`~.onednn_linear.mm_into`), and the instances' mask
+:func:`~mask_former.layers.onednn_linear.mm_into`), and the instances' mask
 scores add the same dot products a band at a time (in float64). Picked by :func:`uses_row_bands`.
 """
 import math
